@@ -1,0 +1,107 @@
+"""Builds the server's ASGI application from settings. Wiring only: no protocol logic lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from authgate.clock import Clock, SystemClock
+from authgate.config import Settings
+from authgate.context import ServerContext
+from authgate.crypto.keys import KeyRing
+from authgate.dcr import cimd
+from authgate.dcr import endpoints as dcr_endpoints
+from authgate.httputil import json_response
+from authgate.oauth import authorize, introspection, token
+from authgate.oauth.clients import ClientResolver
+from authgate.oauth.metadata import server_metadata
+from authgate.ratelimit import RateLimiter
+from authgate.store import Store
+
+log = logging.getLogger("authgate")
+
+DEV_HEADER = "X-Authgate-Dev"
+
+
+async def build_context(settings: Settings, clock: Clock | None = None, store: Store | None = None) -> ServerContext:
+    """Open the store (migrating it), make sure a signing key exists, and assemble the shared context."""
+    clock = clock or SystemClock()
+    store = store or await Store.open(settings.sqlalchemy_url, clock)
+    keys = KeyRing(store, clock)
+    await keys.ensure_key()
+    resolver = ClientResolver(store, cimd.make_resolver(settings, clock))
+    limiter = RateLimiter(settings.registration_rate_limit, 60, clock)
+    return ServerContext(settings=settings, store=store, keys=keys, clock=clock, clients=resolver,
+                         registration_limiter=limiter)
+
+
+def _discovery_routes(ctx: ServerContext) -> list[BaseRoute]:
+    async def metadata(_: Request) -> Response:
+        return json_response(server_metadata(ctx.settings), no_store=False,
+                             headers={"Cache-Control": "public, max-age=300"})
+
+    async def jwks(_: Request) -> Response:
+        return json_response(await ctx.keys.jwks(), no_store=False, headers={"Cache-Control": "public, max-age=60"})
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return [
+        Route("/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
+        Route("/.well-known/openid-configuration", metadata, methods=["GET"]),
+        Route("/jwks.json", jwks, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+
+
+class DevModeHeader:
+    """Marks every response of an auto-approving server, so nobody mistakes it for a real one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((DEV_HEADER.lower().encode(), b"auto-approve"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_marked)
+
+
+def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
+    routes: list[BaseRoute] = [
+        *_discovery_routes(ctx),
+        *authorize.routes(ctx),
+        *token.routes(ctx),
+        *introspection.routes(ctx),
+        *dcr_endpoints.routes(ctx),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        if ctx.settings.auto_approve:
+            log.warning("AUTO-APPROVE IS ON: authorization requests are approved as %r with no person. "
+                        "Development only.", ctx.settings.auto_approve_subject)
+        yield
+        if close_store:
+            await ctx.store.close()
+
+    app: ASGIApp = Starlette(routes=routes, lifespan=lifespan)
+    if ctx.settings.auto_approve:
+        app = DevModeHeader(app)
+    return app

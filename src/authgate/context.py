@@ -1,0 +1,37 @@
+"""What the server's endpoints share: settings, store, keys, clock, logger, limits.
+
+Built once by ``authgate.app`` and passed to each endpoint; there is no global state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from authgate.clock import Clock
+from authgate.config import Settings
+from authgate.crypto.keys import KeyRing
+from authgate.ratelimit import RateLimiter
+from authgate.store import Store
+
+if TYPE_CHECKING:
+    from authgate.oauth.clients import ClientResolver
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    store: Store
+    keys: KeyRing
+    clock: Clock
+    clients: ClientResolver
+    registration_limiter: RateLimiter
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("authgate"))
+
+    @property
+    def issuer(self) -> str:
+        return self.settings.issuer_url
+
+    def now(self) -> int:
+        return int(self.clock.now())

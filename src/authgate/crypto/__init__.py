@@ -1,0 +1,1 @@
+"""Keys, hashes and JWTs: the cryptographic primitives the protocols share."""

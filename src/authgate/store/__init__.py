@@ -1,0 +1,11 @@
+"""Durable state behind one interface, on SQLite or PostgreSQL.
+
+Single use (codes, refresh tokens, one-time initial access tokens) is decided by the database with
+conditional updates, never by process memory, so it holds when many server processes share the store.
+"""
+
+from __future__ import annotations
+
+from authgate.store.repository import Artifact, ClientRecord, SigningKeyRow, Store, User
+
+__all__ = ["Artifact", "ClientRecord", "SigningKeyRow", "Store", "User"]

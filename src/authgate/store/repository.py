@@ -1,0 +1,287 @@
+"""The storage contract and its SQL implementation (SQLAlchemy Core, async)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from authgate.clock import Clock, SystemClock
+from authgate.store import tables as t
+from authgate.store.engine import make_engine, migrate
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    client_id: str
+    metadata: dict[str, Any]
+    secret_hash: str | None
+    secret_expires_at: int
+    rat_hash: str | None
+    dynamic: bool
+    metadata_digest: str | None
+    issued_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: str
+    kind: str
+    client_id: str | None
+    grant_id: str | None
+    payload: dict[str, Any]
+    created_at: int
+    expires_at: int
+    consumed_at: int | None
+    revoked_at: int | None
+
+    def usable(self, now: int) -> bool:
+        return self.consumed_at is None and self.revoked_at is None and self.expires_at > now
+
+
+@dataclass(frozen=True)
+class User:
+    subject: str
+    username: str
+    password_hash: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class SigningKeyRow:
+    kid: str
+    alg: str
+    private_jwk: dict[str, Any]
+    created_at: int
+    retired_at: int | None
+    remove_after: int | None
+
+
+def _client(row: sa.Row[Any]) -> ClientRecord:
+    return ClientRecord(**row._mapping)
+
+
+def _artifact(row: sa.Row[Any]) -> Artifact:
+    return Artifact(**row._mapping)
+
+
+class Store:
+    """All persistent state. One instance per process; safe to share between tasks."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.clock = clock or SystemClock()
+
+    @classmethod
+    async def open(cls, url: str, clock: Clock | None = None, *, run_migrations: bool = True) -> Store:
+        engine = make_engine(url)
+        if run_migrations:
+            await migrate(engine)
+        return cls(engine, clock)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def _now(self) -> int:
+        return int(self.clock.now())
+
+    # -- clients -------------------------------------------------------------------------------------
+
+    async def create_client(self, record: ClientRecord) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.insert(t.clients).values(**record.__dict__))
+
+    async def get_client(self, client_id: str) -> ClientRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.clients).where(t.clients.c.client_id == client_id))).first()
+        return _client(row) if row else None
+
+    async def find_client_by_digest(self, digest: str) -> ClientRecord | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(t.clients).where(t.clients.c.metadata_digest == digest).limit(1))
+            ).first()
+        return _client(row) if row else None
+
+    async def get_client_by_rat(self, rat_hash: str) -> ClientRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.clients).where(t.clients.c.rat_hash == rat_hash))).first()
+        return _client(row) if row else None
+
+    async def update_client(self, client_id: str, **values: Any) -> bool:
+        values.setdefault("updated_at", self._now())
+        async with self.engine.begin() as conn:
+            res = await conn.execute(sa.update(t.clients).where(t.clients.c.client_id == client_id).values(**values))
+        return bool(res.rowcount)
+
+    async def clear_rat(self, rat_hash: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.update(t.clients).where(t.clients.c.rat_hash == rat_hash).values(rat_hash=None))
+
+    async def delete_client(self, client_id: str) -> bool:
+        """Remove the client and revoke everything issued to it, in one transaction."""
+        now = self._now()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(t.artifacts)
+                .where(t.artifacts.c.client_id == client_id, t.artifacts.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            res = await conn.execute(sa.delete(t.clients).where(t.clients.c.client_id == client_id))
+        return bool(res.rowcount)
+
+    async def count_clients(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(t.clients))).scalar_one())
+
+    async def list_clients(self, limit: int = 1000) -> list[ClientRecord]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(t.clients).order_by(t.clients.c.issued_at).limit(limit))
+        return [_client(r) for r in rows]
+
+    # -- artefacts (codes, refresh tokens, access-token records, initial access tokens) ---------------
+
+    async def put_artifact(
+        self,
+        id: str,
+        kind: str,
+        payload: dict[str, Any],
+        ttl: int,
+        *,
+        client_id: str | None = None,
+        grant_id: str | None = None,
+    ) -> None:
+        now = self._now()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(t.artifacts).values(
+                    id=id,
+                    kind=kind,
+                    client_id=client_id,
+                    grant_id=grant_id,
+                    payload=payload,
+                    created_at=now,
+                    expires_at=now + ttl,
+                )
+            )
+
+    async def get_artifact(self, id: str, kind: str | None = None) -> Artifact | None:
+        """The artefact whatever its state (expired, consumed, revoked); callers decide."""
+        query = sa.select(t.artifacts).where(t.artifacts.c.id == id)
+        if kind is not None:
+            query = query.where(t.artifacts.c.kind == kind)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _artifact(row) if row else None
+
+    async def consume_artifact(self, id: str, kind: str) -> tuple[Artifact | None, bool]:
+        """Atomically mark a usable artefact consumed.
+
+        Returns ``(artifact, True)`` to exactly one caller; later callers get ``(artifact, False)`` so they
+        can react to replay (e.g. revoke the grant), and ``(None, False)`` when it never existed.
+        """
+        now = self._now()
+        c = t.artifacts.c
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                sa.update(t.artifacts)
+                .where(
+                    c.id == id,
+                    c.kind == kind,
+                    c.consumed_at.is_(None),
+                    c.revoked_at.is_(None),
+                    c.expires_at > now,
+                )
+                .values(consumed_at=now)
+            )
+            row = (await conn.execute(sa.select(t.artifacts).where(c.id == id, c.kind == kind))).first()
+        return (_artifact(row) if row else None), bool(res.rowcount)
+
+    async def revoke_artifact(self, id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(t.artifacts)
+                .where(t.artifacts.c.id == id, t.artifacts.c.revoked_at.is_(None))
+                .values(revoked_at=self._now())
+            )
+
+    async def revoke_grant(self, grant_id: str) -> int:
+        """Revoke every artefact of a grant (a refresh-token family and its access tokens)."""
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                sa.update(t.artifacts)
+                .where(t.artifacts.c.grant_id == grant_id, t.artifacts.c.revoked_at.is_(None))
+                .values(revoked_at=self._now())
+            )
+        return int(res.rowcount)
+
+    async def purge_expired(self, grace: int = 3600) -> int:
+        async with self.engine.begin() as conn:
+            res = await conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.expires_at < self._now() - grace))
+        return int(res.rowcount)
+
+    # -- users ---------------------------------------------------------------------------------------
+
+    async def add_user(self, user: User) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.insert(t.users).values(**user.__dict__))
+
+    async def get_user_by_name(self, username: str) -> User | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.users).where(t.users.c.username == username))).first()
+        return User(**row._mapping) if row else None
+
+    async def list_users(self) -> list[User]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(t.users).order_by(t.users.c.username))
+        return [User(**r._mapping) for r in rows]
+
+    async def remove_user(self, username: str) -> bool:
+        async with self.engine.begin() as conn:
+            res = await conn.execute(sa.delete(t.users).where(t.users.c.username == username))
+        return bool(res.rowcount)
+
+    # -- signing keys --------------------------------------------------------------------------------
+
+    async def add_signing_key(self, row: SigningKeyRow, retire_others_until: int | None = None) -> None:
+        """Insert a key; with ``retire_others_until``, retire every active key in the same transaction."""
+        now = self._now()
+        async with self.engine.begin() as conn:
+            if retire_others_until is not None:
+                await conn.execute(
+                    sa.update(t.signing_keys)
+                    .where(t.signing_keys.c.retired_at.is_(None))
+                    .values(retired_at=now, remove_after=retire_others_until)
+                )
+            await conn.execute(sa.insert(t.signing_keys).values(**row.__dict__))
+
+    async def list_signing_keys(self) -> list[SigningKeyRow]:
+        now = self._now()
+        c = t.signing_keys.c
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(t.signing_keys)
+                .where(sa.or_(c.remove_after.is_(None), c.remove_after > now))
+                .order_by(c.created_at.desc())
+            )
+        return [SigningKeyRow(**r._mapping) for r in rows]
+
+    # -- audit ---------------------------------------------------------------------------------------
+
+    async def audit(self, event: str, *, client_id: str | None = None, subject: str | None = None,
+                    **detail: Any) -> None:
+        """Record a grant, denial or administrative change. Never pass secrets or raw PII here."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(t.audit_log).values(
+                    at=self._now(), event=event, client_id=client_id, subject=subject, detail=detail
+                )
+            )
+
+    async def audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(t.audit_log).order_by(t.audit_log.c.id.desc()).limit(limit))
+        return [dict(r._mapping) for r in rows]

@@ -1,0 +1,74 @@
+"""Table definitions: the single source of the schema, shared by the repositories and the migrations.
+
+Everything secret (client secrets, registration access tokens, codes, refresh tokens) is stored as the
+SHA-256 of its value; the value itself only ever exists in the response that handed it out.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+clients = sa.Table(
+    "clients",
+    metadata,
+    sa.Column("client_id", sa.String(255), primary_key=True),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("secret_hash", sa.String(64)),
+    sa.Column("secret_expires_at", sa.BigInteger, nullable=False, default=0),
+    sa.Column("rat_hash", sa.String(64), unique=True),
+    sa.Column("dynamic", sa.Boolean, nullable=False, default=False),
+    sa.Column("metadata_digest", sa.String(64), index=True),
+    sa.Column("issued_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("subject", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(255), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("private_jwk", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    # A retired key no longer signs but stays in the JWKS until every token it signed has expired.
+    sa.Column("retired_at", sa.BigInteger),
+    sa.Column("remove_after", sa.BigInteger),
+)
+
+# Short- and long-lived grant artefacts in one table, shaped like node-oidc-provider's adapter: codes,
+# refresh tokens, access-token records (for introspection and revocation), initial access tokens.
+# ``consume`` is a conditional UPDATE so single use holds across processes.
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("client_id", sa.String(255), index=True),
+    sa.Column("grant_id", sa.String(64), index=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("consumed_at", sa.BigInteger),
+    sa.Column("revoked_at", sa.BigInteger),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("client_id", sa.String(255)),
+    sa.Column("subject", sa.String(255)),
+    sa.Column("detail", sa.JSON, nullable=False),
+)
