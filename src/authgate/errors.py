@@ -179,3 +179,8 @@ def bearer_challenge(params: Mapping[str, str]) -> str:
     if not params:
         return "Bearer"
     return "Bearer " + ", ".join(f'{k}="{v}"' for k, v in params.items())
+
+
+def printable(value: str, limit: int = 100) -> str:
+    """Make untrusted text safe to quote inside an ``error_description``."""
+    return "".join(ch for ch in value[:limit] if _DESCRIPTION_OK.match(ch))

@@ -1,11 +1,151 @@
-"""(stub)"""
+"""The token endpoint (OAuth 2.1 §3.2) and its grants, dispatched by ``grant_type``.
+
+Every grant authenticates the client first, checks that the client registered the grant type, and answers
+with ``Cache-Control: no-store``. Single use of codes and refresh tokens is decided by the database
+(``Store.consume_artifact``); a second use of either revokes the whole grant (RFC 9700 §4.14.2, §4.5).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from authgate.context import ServerContext
+from authgate.crypto.hashing import token_hash
+from authgate.errors import (
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    printable,
+)
+from authgate.httputil import json_response, oauth_endpoint, read_form
+from authgate.oauth.authorize import AUTHORIZATION_CODE
+from authgate.oauth.client_auth import authenticate_client
+from authgate.oauth.clients import Client
+from authgate.oauth.pkce import verifier_matches
+from authgate.oauth.policy import (
+    canonical_resource,
+    check_resource,
+    grant_scopes,
+    parse_scope,
+    require_single,
+)
+from authgate.oauth.tokens import REFRESH_TOKEN, Grant, issue_tokens, new_grant_id
+
+GrantHandler = Callable[[ServerContext, Client, dict[str, str]], Awaitable[dict[str, Any]]]
 
 
-def routes(ctx: ServerContext) -> list[BaseRoute]:
-    return []
+async def authorization_code_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
+    code = require_single(form.get("code"), "code")
+    verifier = form.get("code_verifier")
+    if not verifier:
+        raise InvalidRequest("code_verifier is required (PKCE)")
+    artifact, fresh = await ctx.store.consume_artifact(token_hash(code), AUTHORIZATION_CODE)
+    if artifact is None or artifact.client_id != client.client_id:
+        raise InvalidGrant("invalid authorization code")
+    if not fresh:
+        if artifact.consumed_at is not None and artifact.grant_id:
+            # Replay of a used code: whoever holds it may be an attacker; revoke what it produced.
+            await ctx.store.revoke_grant(artifact.grant_id)
+            await ctx.store.audit("authorization_code.replayed", client_id=client.client_id,
+                                  grant_id=artifact.grant_id)
+        raise InvalidGrant("invalid authorization code")
+    p = artifact.payload
+    redirect_uri = form.get("redirect_uri")
+    if (p["redirect_uri_given"] or redirect_uri is not None) and redirect_uri != p["redirect_uri"]:
+        raise InvalidGrant("redirect_uri does not match the authorization request")
+    if not verifier_matches(verifier, p["code_challenge"]):
+        raise InvalidGrant("code_verifier does not match the code_challenge")
+    resource = form.get("resource")
+    if resource is not None and canonical_resource(check_resource(ctx, resource)) != canonical_resource(p["aud"]):
+        raise InvalidGrant("resource differs from the authorization request")
+    scopes = tuple(p["scopes"])
+    asked = parse_scope(form.get("scope"))
+    if asked:
+        if not set(asked) <= set(scopes):
+            raise InvalidScope("scope exceeds what was authorized")
+        scopes = tuple(asked)
+    grant = Grant(client.client_id, p["sub"], scopes, p["aud"], str(artifact.grant_id), p.get("auth_time"))
+    return await issue_tokens(ctx, client, grant, refresh="refresh_token" in client.grant_types)
+
+
+async def refresh_token_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
+    presented = require_single(form.get("refresh_token"), "refresh_token")
+    artifact, fresh = await ctx.store.consume_artifact(token_hash(presented), REFRESH_TOKEN)
+    if artifact is None or artifact.client_id != client.client_id:
+        raise InvalidGrant("invalid refresh token")
+    if not fresh:
+        if artifact.consumed_at is not None and artifact.grant_id:
+            # A rotated-out refresh token came back: the family is compromised (OAuth 2.1 §4.3.1).
+            await ctx.store.revoke_grant(artifact.grant_id)
+            await ctx.store.audit("refresh_token.replayed", client_id=client.client_id,
+                                  grant_id=artifact.grant_id)
+        raise InvalidGrant("invalid refresh token")
+    p = artifact.payload
+    scopes = tuple(p["scope"])
+    asked = parse_scope(form.get("scope"))
+    if asked:
+        if not set(asked) <= set(scopes):
+            raise InvalidScope("scope exceeds the original grant")
+        scopes = tuple(asked)
+    audience = p["aud"]
+    resource = form.get("resource")
+    if resource is not None and canonical_resource(check_resource(ctx, resource)) != canonical_resource(audience):
+        raise InvalidGrant("a refresh token cannot widen its audience")
+    grant = Grant(client.client_id, p["sub"], tuple(p["scope"]), audience, str(artifact.grant_id),
+                  p.get("auth_time"))
+    response = await issue_tokens(ctx, client, grant, refresh=True, family_expires_at=p["family_expires_at"])
+    if scopes != grant.scopes:
+        # Down-scoped access token; the refresh token keeps the original grant's scope.
+        narrowed = Grant(grant.client_id, grant.subject, scopes, audience, grant.grant_id, grant.auth_time)
+        access_only = await issue_tokens(ctx, client, narrowed, refresh=False)
+        response.update({k: access_only[k] for k in ("access_token", "expires_in", "scope")})
+    return response
+
+
+async def client_credentials_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
+    if client.is_public:
+        raise UnauthorizedClient("public clients cannot use client_credentials")
+    scopes = grant_scopes(ctx, client, form.get("scope"))
+    audience = check_resource(ctx, form.get("resource"))
+    grant = Grant(client.client_id, client.client_id, scopes, audience, new_grant_id())
+    return await issue_tokens(ctx, client, grant, refresh=False)
+
+
+GRANTS: dict[str, GrantHandler] = {
+    "authorization_code": authorization_code_grant,
+    "refresh_token": refresh_token_grant,
+    "client_credentials": client_credentials_grant,
+}
+
+
+def routes(ctx: ServerContext, grants: dict[str, GrantHandler] | None = None) -> list[BaseRoute]:
+    handlers = dict(GRANTS if grants is None else grants)
+
+    @oauth_endpoint
+    async def token_endpoint(request: Request) -> Response:
+        form = await read_form(request)
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise InvalidRequest("grant_type is required")
+        handler = handlers.get(grant_type)
+        if handler is None:
+            raise UnsupportedGrantType(f"grant_type {printable(grant_type, 64)} is not supported")
+        client = await authenticate_client(ctx, request, form)
+        if grant_type not in client.grant_types:
+            raise UnauthorizedClient("client is not registered for this grant type")
+        try:
+            body = await handler(ctx, client, form)
+        except InvalidGrant as exc:
+            await ctx.store.audit("token.denied", client_id=client.client_id, grant_type=grant_type,
+                                  reason=exc.description)
+            raise
+        return json_response(body)
+
+    return [Route("/token", token_endpoint, methods=["POST"])]
