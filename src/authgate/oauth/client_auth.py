@@ -39,10 +39,10 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidClient("malformed Basic credentials") from exc
+        raise _unauthorized(True, "malformed Basic credentials") from exc
     client_id, sep, secret = decoded.partition(":")
     if not sep:
-        raise InvalidClient("malformed Basic credentials")
+        raise _unauthorized(True, "malformed Basic credentials")
     # RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
     return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
 
