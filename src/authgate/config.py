@@ -72,6 +72,8 @@ class Settings:
 
     def validate(self) -> Settings:
         """Check the combination of settings; raise ConfigError with a clear message."""
+        if self.auto_approve and not is_loopback_host(self.host):
+            raise ConfigError("--auto-approve is for development only and requires a loopback --host")
         issuer = self.issuer_url
         parts = urlsplit(issuer)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -80,8 +82,6 @@ class Settings:
             raise ConfigError(f"issuer must have no query, fragment or trailing slash: {issuer!r}")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ConfigError("issuer must use https unless it is on loopback")
-        if self.auto_approve and not is_loopback_host(self.host):
-            raise ConfigError("--auto-approve is for development only and requires a loopback --host")
         if self.registration not in ("open", "token", "closed"):
             raise ConfigError("registration must be one of open, token, closed")
         for name in ("access_token_ttl", "refresh_token_ttl", "code_ttl"):

@@ -1,0 +1,242 @@
+"""The ``authgate`` command: run the server, run the demo, manage users, keys and clients.
+
+Settings come from ``--config FILE`` (TOML), ``AUTHGATE_*`` environment variables and flags, in that order of
+precedence (flags win). Run ``authgate <command> --help`` for each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from authgate.config import ConfigError, Settings, load_settings
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML settings file (also AUTHGATE_CONFIG)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; AUTHGATE_HOST)")
+    p.add_argument("--port", type=int, help="port (default 8000; AUTHGATE_PORT)")
+    p.add_argument("--issuer", help="public issuer URL, no trailing slash (default http://HOST:PORT)")
+    p.add_argument("--database-url", help="sqlite:///path or postgresql://user@host/db (default: SQLite in data dir)")
+    p.add_argument("--data-dir", help="where the default SQLite database lives")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return load_settings(
+        args.config,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        issuer=getattr(args, "issuer", None),
+        database_url=getattr(args, "database_url", None),
+        data_dir=getattr(args, "data_dir", None),
+        **extra,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from authgate.app import build_context, create_app
+
+    settings = _settings(args, auto_approve=True if args.auto_approve else None)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        ctx = await build_context(settings)
+        app = create_app(ctx, close_store=True)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                                proxy_headers=False, server_header=False)
+        print(f"authgate serving {settings.issuer_url} (database: {_safe_db(settings)})", flush=True)
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(run())
+    return 0
+
+
+def _safe_db(settings: Settings) -> str:
+    url = settings.sqlalchemy_url
+    if "@" in url:  # never print a password embedded in the URL
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return url
+
+
+async def _with_store(settings: Settings) -> Any:
+    from authgate.store import Store
+
+    return await Store.open(settings.sqlalchemy_url)
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from authgate.crypto.hashing import hash_password
+    from authgate.store import User
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        store = await _with_store(settings)
+        try:
+            if args.action == "add":
+                if await store.get_user_by_name(args.username):
+                    print(f"user {args.username!r} already exists", file=sys.stderr)
+                    return 1
+                password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(
+                    f"password for {args.username}: ")
+                if len(password) < 8:
+                    print("password must have at least 8 characters", file=sys.stderr)
+                    return 2
+                await store.add_user(User(subject="u_" + secrets.token_urlsafe(12), username=args.username,
+                                          password_hash=hash_password(password), created_at=store._now()))
+                await store.audit("user.added", subject=args.username)
+                print(f"added user {args.username}")
+            elif args.action == "list":
+                for user in await store.list_users():
+                    print(f"{user.username}\t{user.subject}")
+            elif args.action == "remove":
+                if not await store.remove_user(args.username):
+                    print(f"no user {args.username!r}", file=sys.stderr)
+                    return 1
+                await store.audit("user.removed", subject=args.username)
+                print(f"removed user {args.username}")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from authgate.crypto.keys import KeyRing
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        store = await _with_store(settings)
+        try:
+            keys = KeyRing(store)
+            if args.action == "rotate":
+                await keys.ensure_key()
+                keep = args.keep_old_for if args.keep_old_for is not None else settings.access_token_ttl + 300
+                kid = await keys.rotate(keep_old_for=keep)
+                await store.audit("keys.rotated", kid=kid)
+                print(f"now signing with {kid}; previous keys stay published for {keep} s")
+            else:
+                for row in await store.list_signing_keys():
+                    state = "active" if row.retired_at is None else f"retired, removed after {row.remove_after}"
+                    print(f"{row.kid}\t{row.alg}\t{state}")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run() -> int:
+        store = await _with_store(settings)
+        try:
+            if args.action == "list":
+                for c in await store.list_clients():
+                    print(f"{c.client_id}\t{c.metadata.get('client_name', '')}\t"
+                          f"{'dynamic' if c.dynamic else 'static'}")
+            elif args.action == "remove":
+                if not await store.delete_client(args.client_id):
+                    print(f"no client {args.client_id!r}", file=sys.stderr)
+                    return 1
+                await store.audit("client.deleted", client_id=args.client_id, by="cli")
+                print(f"removed client {args.client_id} and revoked its tokens")
+            elif args.action == "add":
+                from authgate.dcr.admin import add_static_client
+
+                info = await add_static_client(store, settings, json.loads(args.metadata))
+                print(json.dumps(info, indent=2))
+            elif args.action == "initial-access-token":
+                from authgate.dcr.initial_access import issue_initial_access_token
+
+                token = await issue_initial_access_token(store, args.ttl, args.single_use)
+                print(token)
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from authgate.demo.run import main as demo_main
+
+    return demo_main(verbose=args.verbose)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authgate", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the authorization server")
+    _server_args(p)
+    p.add_argument("--auto-approve", action="store_true",
+                   help="DEVELOPMENT ONLY: approve every authorization request without a person (loopback only)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="start the server, a demo API and an MCP server, and let agents in")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("users", help="manage resource owners who can sign in and consent")
+    _server_args(p)
+    users = p.add_subparsers(dest="action", required=True)
+    add = users.add_parser("add")
+    add.add_argument("username")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    users.add_parser("list")
+    rm = users.add_parser("remove")
+    rm.add_argument("username")
+    p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("keys", help="signing keys")
+    _server_args(p)
+    keys = p.add_subparsers(dest="action", required=True)
+    rot = keys.add_parser("rotate", help="sign with a new key; old keys keep verifying until their tokens expire")
+    rot.add_argument("--keep-old-for", type=int, help="seconds to keep publishing old keys")
+    keys.add_parser("list")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("clients", help="registered clients")
+    _server_args(p)
+    clients = p.add_subparsers(dest="action", required=True)
+    clients.add_parser("list")
+    crm = clients.add_parser("remove")
+    crm.add_argument("client_id")
+    cadd = clients.add_parser("add", help="register a static client from JSON metadata")
+    cadd.add_argument("metadata", help='client metadata JSON, e.g. \'{"client_name":"rs","grant_types":'
+                                       '["client_credentials"]}\'')
+    iat = clients.add_parser("initial-access-token", help="issue a token that allows one (or more) registrations")
+    iat.add_argument("--ttl", type=int, default=86400)
+    iat.add_argument("--single-use", action="store_true")
+    p.set_defaults(func=cmd_clients)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"authgate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
