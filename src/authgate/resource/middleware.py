@@ -1,0 +1,192 @@
+"""Pure ASGI middleware protecting an app by route and scope, and serving its RFC 9728 metadata.
+
+Rules are checked in order and the first match decides::
+
+    AuthGateMiddleware(app, verifier, resource, rules=[
+        public("/health"),
+        protect("/notes/*", "notes:read", methods={"GET"}),
+        protect("/notes/*", "notes:write"),            # every other method
+    ])
+
+A path ending in ``/*`` covers that path and everything below it, on segment boundaries (``/notes/*``
+matches ``/notes`` and ``/notes/1`` but not ``/notes-admin``); any other path is exact. ``methods`` None means
+all; a rule for ``GET`` also covers ``HEAD``. Requests no rule matches are handled as ``unmatched`` says:
+``"authenticate"`` (the default: a valid token, no particular scope) or ``"public"``. CORS preflights
+(``OPTIONS`` with ``Access-Control-Request-Method``) pass untouched, as browsers send them without
+credentials. Verified claims are put in ``scope["state"]["authgate"]`` (``request.state.authgate``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from authgate.errors import OAuthError
+from authgate.resource.bearer import BearerGuard
+from authgate.resource.metadata import ProtectedResource, check_scopes
+from authgate.resource.verifier import AccessClaims, TokenVerifier
+
+STATE_KEY = "authgate"
+GUARD_STATE_KEY = "authgate.guard"
+
+Unmatched = Literal["authenticate", "public"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One route policy: who may call ``methods`` on ``path``."""
+
+    path: str
+    scopes: tuple[str, ...] = ()
+    methods: frozenset[str] | None = None
+    public: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError(f"rule path must start with '/': {self.path!r}")
+        object.__setattr__(self, "scopes", check_scopes(self.scopes))
+        if self.methods is not None:
+            methods = {m.upper() for m in self.methods}
+            if "GET" in methods:
+                methods.add("HEAD")
+            object.__setattr__(self, "methods", frozenset(methods))
+        if self.public and self.scopes:
+            raise ValueError("a public rule cannot require scopes")
+
+    @classmethod
+    def coerce(cls, rule: Rule | tuple[str, Iterable[str] | None, Iterable[str]]) -> Rule:
+        """Accept a :class:`Rule` or a ``(path, methods or None, scopes)`` tuple."""
+        if isinstance(rule, Rule):
+            return rule
+        path, methods, scopes = rule
+        return cls(path, tuple(scopes), None if methods is None else frozenset(methods))
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.path.endswith("/*"):
+            base = self.path[:-2]
+            return path == base or path.startswith(base + "/") or (base == "" and path == "/")
+        return path == self.path
+
+
+def protect(path: str, *scopes: str, methods: Iterable[str] | None = None) -> Rule:
+    """A rule requiring a valid token carrying every one of ``scopes``."""
+    return Rule(path, scopes, None if methods is None else frozenset(methods))
+
+
+def public(path: str, *, methods: Iterable[str] | None = None) -> Rule:
+    """A rule letting requests through without a token."""
+    return Rule(path, (), None if methods is None else frozenset(methods), public=True)
+
+
+async def send_error(send: Send, error: OAuthError, *, head: bool = False) -> None:
+    status, headers, body = error.render()
+    await send_json(send, status, body, headers, head=head)
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: dict[str, str], *, head: bool = False
+) -> None:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+class MetadataEndpoint:
+    """The RFC 9728 document as a tiny ASGI app (GET/HEAD, cacheable, readable cross-origin)."""
+
+    def __init__(self, resource: ProtectedResource, max_age: int = 300) -> None:
+        self.body = json.dumps(resource.document()).encode()
+        self.headers = {
+            "Content-Type": "application/json",
+            "Cache-Control": f"public, max-age={max_age}",
+            "Access-Control-Allow-Origin": "*",
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD", "OPTIONS"):
+            body = json.dumps({"error": "invalid_request", "error_description": "Method not allowed"}).encode()
+            await send_json(send, 405, body, {"Content-Type": "application/json", "Allow": "GET, HEAD"})
+            return
+        if method == "OPTIONS":
+            await send_json(send, 204, b"", {"Allow": "GET, HEAD", "Access-Control-Allow-Origin": "*",
+                                              "Access-Control-Allow-Methods": "GET, HEAD"})
+            return
+        await send_json(send, 200, self.body, self.headers, head=method == "HEAD")
+
+
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == name]
+
+
+def token_in_query(scope: Scope) -> bool:
+    """True if the query string carries ``access_token`` (RFC 6750 §2.3, which we refuse)."""
+    query: bytes = scope.get("query_string", b"")
+    return any(p.split(b"=", 1)[0] == b"access_token" for p in query.split(b"&")) if query else False
+
+
+class AuthGateMiddleware:
+    """Serves the protected resource metadata and enforces ``rules`` on every HTTP and WebSocket request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: TokenVerifier,
+        resource: ProtectedResource,
+        rules: Sequence[Rule | tuple[str, Iterable[str] | None, Iterable[str]]] = (),
+        *,
+        unmatched: Unmatched = "authenticate",
+    ) -> None:
+        if unmatched not in ("authenticate", "public"):
+            raise ValueError("unmatched must be 'authenticate' or 'public'")
+        self.app = app
+        self.guard = BearerGuard(verifier, resource)
+        self.rules = tuple(Rule.coerce(r) for r in rules)
+        self.unmatched: Unmatched = unmatched
+        self.metadata = MetadataEndpoint(resource)
+        self.metadata_path = resource.metadata_path
+
+    def rule_for(self, method: str, path: str) -> Rule | None:
+        for rule in self.rules:
+            if rule.matches(method, path):
+                return rule
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope.get("method", "GET") if kind == "http" else "GET"
+        if kind == "http" and path == self.metadata_path:
+            await self.metadata(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state[GUARD_STATE_KEY] = self.guard
+        if kind == "http" and method == "OPTIONS" and _headers(scope, b"access-control-request-method"):
+            await self.app(scope, receive, send)
+            return
+        rule = self.rule_for(method, path)
+        if (rule is not None and rule.public) or (rule is None and self.unmatched == "public"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            claims: AccessClaims = await self.guard.authenticate(
+                _headers(scope, b"authorization"), rule.scopes if rule else (), token_in_query=token_in_query(scope)
+            )
+        except OAuthError as exc:
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": exc.error})
+            else:
+                await send_error(send, exc, head=method == "HEAD")
+            return
+        state[STATE_KEY] = claims
+        await self.app(scope, receive, send)

@@ -1,0 +1,248 @@
+"""Local validation of JWT access tokens (RFC 9068 §4), as a resource server does it.
+
+Order of checks, cheapest first, so junk never costs a key lookup or a signature:
+
+1. size and shape (three base64url parts), header JSON;
+2. header: ``typ`` is ``at+jwt`` (RFC 9068 §2.1; an ID token must not pass), ``alg`` in an asymmetric
+   allowlist (never ``none`` or ``HS*``), no ``crit``;
+3. key by ``kid`` from the cached JWKS (:mod:`authgate.resource.jwks`), signature;
+4. claims: ``iss`` exact, ``aud`` names this resource (canonical comparison), ``exp``/``nbf``/``iat`` with a
+   small leeway, ``sub``/``client_id``/``jti`` present.
+
+Every refusal raises :class:`TokenRejected` with a machine-readable ``reason`` that is logged; clients only
+ever see a generic ``invalid_token``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+from base64 import urlsafe_b64decode
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import httpx
+from joserfc import jws
+from joserfc.errors import JoseError
+
+from authgate.clock import Clock, SystemClock
+from authgate.resource.jwks import KeySourceError, RemoteJWKS
+from authgate.resource.metadata import canonical_resource
+
+log = logging.getLogger("authgate.resource")
+
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+# Asymmetric JWS algorithms we verify. "EdDSA" is deprecated by RFC 9864 in favour of "Ed25519".
+SUPPORTED_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "Ed25519"}
+)
+DEFAULT_ALGORITHMS = ("ES256", "RS256", "PS256", "Ed25519")
+MAX_TOKEN_BYTES = 8 * 1024
+REQUIRED_STRING_CLAIMS = ("iss", "sub", "client_id", "jti")
+
+
+class TokenRejected(Exception):
+    """A token failed validation. ``reason`` is for logs and metrics, never for the client."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class VerifierUnavailable(Exception):
+    """The verifier cannot judge any token right now (no keys could be loaded): a server problem."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a verified access token says, typed."""
+
+    subject: str
+    client_id: str
+    scopes: frozenset[str]
+    audience: str
+    issuer: str
+    expires_at: int
+    issued_at: int
+    token_id: str
+    claims: Mapping[str, Any] = field(repr=False)
+
+    def has_scopes(self, required: Collection[str]) -> bool:
+        return self.scopes.issuperset(required)
+
+
+class TokenVerifier(Protocol):
+    """Anything that turns a bearer token into :class:`AccessClaims` (JWT today, introspection later)."""
+
+    @property
+    def audience(self) -> str: ...
+
+    async def verify(self, token: str) -> AccessClaims:
+        """Raise :class:`TokenRejected` or :class:`VerifierUnavailable` if the token is not acceptable."""
+
+
+def _b64decode(part: str) -> bytes:
+    if "=" in part:
+        raise ValueError("padding is not allowed in JWS compact serialization")
+    return urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> int | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise TokenRejected("missing_claim", name)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenRejected("malformed_claim", name)
+    return int(value)
+
+
+class JWTVerifier:
+    """Verifies RFC 9068 access tokens issued by ``issuer`` for the resource ``audience``."""
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        jwks_uri: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+        leeway: float = 30.0,
+        *,
+        algorithms: Collection[str] = DEFAULT_ALGORITHMS,
+        refetch_interval: float = 30.0,
+        jwks_max_age: float = 3600.0,
+    ) -> None:
+        bad = set(algorithms) - SUPPORTED_ALGORITHMS
+        if bad or not algorithms:
+            raise ValueError(f"unsupported or symmetric algorithms: {sorted(bad) or 'none given'}")
+        if not 0 <= leeway <= 300:
+            raise ValueError("leeway must be between 0 and 300 seconds")
+        self.issuer = issuer
+        self._audience = canonical_resource(audience)
+        self.algorithms = frozenset(algorithms)
+        self.clock = clock or SystemClock()
+        self.leeway = leeway
+        self.keys = RemoteJWKS(
+            issuer, jwks_uri=jwks_uri, http_client=http_client, clock=self.clock,
+            refetch_interval=refetch_interval, max_age=jwks_max_age,
+        )
+
+    @property
+    def audience(self) -> str:
+        """This resource's identifier, canonical."""
+        return self._audience
+
+    async def aclose(self) -> None:
+        await self.keys.aclose()
+
+    async def verify(self, token: str) -> AccessClaims:
+        try:
+            return await self._verify(token)
+        except TokenRejected as exc:
+            log.info("access token rejected: %s", exc)
+            raise
+
+    async def _verify(self, token: str) -> AccessClaims:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise TokenRejected("too_large")
+        parts = token.split(".")
+        if len(parts) != 3 or not all(parts):
+            raise TokenRejected("malformed", "not a JWS compact serialization")
+        try:
+            header = json.loads(_b64decode(parts[0]))
+        except (ValueError, binascii.Error) as exc:
+            raise TokenRejected("malformed", "header is not base64url JSON") from exc
+        if not isinstance(header, dict):
+            raise TokenRejected("malformed", "header is not an object")
+
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+            raise TokenRejected("wrong_type", f"typ={typ!r}")
+        alg = header.get("alg")
+        if alg not in self.algorithms:
+            raise TokenRejected("alg_not_allowed", f"alg={alg!r}")
+        if "crit" in header:
+            raise TokenRejected("unsupported_crit")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise TokenRejected("malformed", "kid is not a string")
+
+        try:
+            key = await self.keys.get(kid)
+        except KeySourceError as exc:
+            raise VerifierUnavailable(str(exc)) from exc
+        if key is None:
+            raise TokenRejected("unknown_key", f"kid={kid!r}")
+        key_alg = key.get("alg")
+        if key_alg is not None and key_alg != alg:
+            raise TokenRejected("alg_key_mismatch", f"token alg={alg!r}, key alg={key_alg!r}")
+        try:
+            signed = jws.deserialize_compact(token, key, algorithms=[str(alg)])
+        except (JoseError, ValueError) as exc:
+            raise TokenRejected("bad_signature", exc.__class__.__name__) from exc
+
+        try:
+            claims = json.loads(signed.payload)
+        except ValueError as exc:
+            raise TokenRejected("malformed", "payload is not JSON") from exc
+        if not isinstance(claims, dict):
+            raise TokenRejected("malformed", "payload is not an object")
+        return self._check_claims(claims)
+
+    def _check_claims(self, claims: dict[str, Any]) -> AccessClaims:
+        for name in REQUIRED_STRING_CLAIMS:
+            value = claims.get(name)
+            if value is None:
+                raise TokenRejected("missing_claim", name)
+            if not isinstance(value, str) or not value:
+                raise TokenRejected("malformed_claim", name)
+        if claims["iss"] != self.issuer:
+            raise TokenRejected("wrong_issuer", repr(claims["iss"]))
+
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud
+        if not isinstance(audiences, list) or not audiences:
+            raise TokenRejected("missing_claim" if aud is None else "malformed_claim", "aud")
+        if not any(isinstance(a, str) and self._matches(a) for a in audiences):
+            raise TokenRejected("wrong_audience", repr(aud))
+
+        now = self.clock.now()
+        exp = _number(claims, "exp", required=True)
+        iat = _number(claims, "iat", required=True)
+        nbf = _number(claims, "nbf", required=False)
+        assert exp is not None and iat is not None
+        if now >= exp + self.leeway:
+            raise TokenRejected("expired", f"exp={exp}")
+        if nbf is not None and now + self.leeway < nbf:
+            raise TokenRejected("not_yet_valid", f"nbf={nbf}")
+        if now + self.leeway < iat:
+            raise TokenRejected("issued_in_future", f"iat={iat}")
+
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise TokenRejected("malformed_claim", "scope")
+        return AccessClaims(
+            subject=claims["sub"],
+            client_id=claims["client_id"],
+            scopes=frozenset(scope.split()),
+            audience=self._audience,
+            issuer=claims["iss"],
+            expires_at=exp,
+            issued_at=iat,
+            token_id=claims["jti"],
+            claims=MappingProxyType(claims),
+        )
+
+    def _matches(self, aud: str) -> bool:
+        if aud == self._audience:
+            return True
+        try:
+            return canonical_resource(aud) == self._audience
+        except ValueError:
+            return False
