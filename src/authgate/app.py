@@ -20,6 +20,7 @@ from authgate.crypto.keys import KeyRing
 from authgate.dcr import cimd
 from authgate.dcr import endpoints as dcr_endpoints
 from authgate.httputil import json_response
+from authgate.net import Fetcher
 from authgate.oauth import authorize, introspection, token
 from authgate.oauth.clients import ClientResolver
 from authgate.oauth.metadata import server_metadata
@@ -31,13 +32,16 @@ log = logging.getLogger("authgate")
 DEV_HEADER = "X-Authgate-Dev"
 
 
-async def build_context(settings: Settings, clock: Clock | None = None, store: Store | None = None) -> ServerContext:
-    """Open the store (migrating it), make sure a signing key exists, and assemble the shared context."""
+async def build_context(settings: Settings, clock: Clock | None = None, store: Store | None = None,
+                        fetcher: Fetcher | None = None) -> ServerContext:
+    """Open the store (migrating it), make sure a signing key exists, and assemble the shared context.
+
+    ``fetcher`` replaces the SSRF-guarded network fetcher for client metadata documents (tests, the demo)."""
     clock = clock or SystemClock()
     store = store or await Store.open(settings.sqlalchemy_url, clock)
     keys = KeyRing(store, clock)
     await keys.ensure_key()
-    resolver = ClientResolver(store, cimd.make_resolver(settings, clock))
+    resolver = ClientResolver(store, cimd.make_resolver(settings, clock, fetcher=fetcher))
     limiter = RateLimiter(settings.registration_rate_limit, 60, clock)
     return ServerContext(settings=settings, store=store, keys=keys, clock=clock, clients=resolver,
                          registration_limiter=limiter)

@@ -171,7 +171,7 @@ async def test_repeated_parameter_is_rejected(dev: Any, ctx: ServerContext) -> N
     _, http = dev
     client_id, _ = await add_client(ctx.store)
     _, challenge = pkce_pair()
-    params = list(authorize_params(client_id, challenge).items()) + [("scope", "write")]
+    params = [*list(authorize_params(client_id, challenge).items()), ("scope", "write")]
     r = await http.get("/authorize", params=params)
     assert r.status_code == 400 and "location" not in r.headers
 

@@ -22,6 +22,8 @@ from starlette.requests import Request
 from authgate.context import ServerContext
 from authgate.crypto.hashing import token_hash, verify_token_hash
 from authgate.errors import InvalidClient, InvalidRequest
+from authgate.net import FetchError
+from authgate.net.jwks import fetch_jwks
 from authgate.oauth.clients import Client
 from authgate.oauth.metadata import ASSERTION_ALGS
 
@@ -111,7 +113,13 @@ async def _authenticate_assertion(ctx: ServerContext, form: dict[str, str]) -> C
     try:
         token = jwt.decode(assertion, keys, algorithms=ASSERTION_ALGS)
     except (JoseError, ValueError) as exc:
-        raise InvalidClient("client assertion signature invalid") from exc
+        if not client.metadata.get("jwks_uri"):
+            raise InvalidClient("client assertion signature invalid") from exc
+        # The client may have rotated its keys: look at its jwks_uri once more (rate-limited by the cache).
+        try:
+            token = jwt.decode(assertion, await client_key_set(ctx, client, refresh=True), algorithms=ASSERTION_ALGS)
+        except (JoseError, ValueError) as exc2:
+            raise InvalidClient("client assertion signature invalid") from exc2
     c = token.claims
     now = ctx.now()
     audiences = c.get("aud")
@@ -150,11 +158,14 @@ def _peek_claims(assertion: str) -> dict[str, Any]:
     return claims
 
 
-async def client_key_set(ctx: ServerContext, client: Client) -> KeySet:
+async def client_key_set(ctx: ServerContext, client: Client, *, refresh: bool = False) -> KeySet:
     """The client's registered public keys (inline ``jwks``; ``jwks_uri`` through the SSRF-guarded fetcher)."""
     jwks = client.metadata.get("jwks")
     if jwks is None and client.metadata.get("jwks_uri"):
-        jwks = await _fetch_remote_jwks(ctx, str(client.metadata["jwks_uri"]))
+        try:
+            jwks = await fetch_jwks(str(client.metadata["jwks_uri"]), ctx.settings, refresh=refresh)
+        except FetchError as exc:
+            raise InvalidClient("client keys could not be retrieved") from exc
     if not isinstance(jwks, dict):
         raise InvalidClient("client has no usable keys")
     try:
@@ -162,7 +173,3 @@ async def client_key_set(ctx: ServerContext, client: Client) -> KeySet:
     except Exception as exc:
         raise InvalidClient("client keys unusable") from exc
 
-
-async def _fetch_remote_jwks(ctx: ServerContext, url: str) -> Any:
-    """Placeholder until the SSRF-guarded fetcher lands: remote key sets are not fetched yet."""
-    raise InvalidClient("jwks_uri clients are not supported yet")
