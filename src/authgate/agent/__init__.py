@@ -3,8 +3,19 @@
 Depends only on the standard library and ``httpx`` (``pip install authgate`` without extras), so agents
 do not pull in the server.
 
-    async with httpx.AsyncClient(auth=OAuthAgentAuth(interaction=open_browser_and_wait)) as http:
-        r = await http.get("https://api.example/mcp")
+    async def open_browser_and_wait(authorization_url: str) -> str:
+        ...  # show the URL to a person; return the full redirect URL their browser landed on
+
+    auth = OAuthAgentAuth(
+        interaction=open_browser_and_wait,
+        client_metadata=ClientMetadata(client_name="my agent", redirect_uris=("http://127.0.0.1:8976/callback",)),
+        store=FileTokenStore("~/.config/my-agent/tokens.json"),
+    )
+    async with httpx.AsyncClient(auth=auth) as http:
+        r = await http.get("https://api.example/mcp")  # 401 -> discover, register, authorize, retry
+
+Agents with no person use ``OAuthAgentAuth(grant="client_credentials")``. The auth is async-only (use it
+with ``httpx.AsyncClient``); the interaction callback must not send through the same auth instance.
 """
 
 from authgate.agent.auth import Interaction, OAuthAgentAuth

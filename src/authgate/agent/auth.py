@@ -164,10 +164,11 @@ class OAuthAgentAuth(httpx.Auth):
         sent: TokenSet | None = None
         session = self._session_for(request.url)
         if session is not None:
-            ex = _Exchange()
-            async with self._lock:
-                async for req in self._keep_fresh(session, ex):
-                    ex.response = yield req
+            if session.tokens is not None and self._expiring(session.tokens, self.refresh_skew):
+                ex = _Exchange()
+                async with self._lock:  # re-checked inside: another request may have refreshed already
+                    async for req in self._keep_fresh(session, ex):
+                        ex.response = yield req
             sent = session.tokens
         _authorize(request, sent)
         response = yield request

@@ -117,7 +117,7 @@ class FileTokenStore:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self._lock = asyncio.Lock()
 
     def _read(self) -> dict[str, Any]:
