@@ -1,0 +1,70 @@
+"""The demo's protected resources: a small notes API and an MCP server built with the ``mcp`` SDK.
+
+Both verify authgate's JWT access tokens locally (JWKS fetched from the authorization server and cached),
+and both answer a missing or insufficient token with the RFC 9728 / RFC 6750 challenge agents follow.
+"""
+
+from __future__ import annotations
+
+from mcp.server.mcpserver import Context, MCPServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from authgate.resource import AuthGateMiddleware, JWTVerifier, ProtectedResource, claims_of, protect
+
+NOTES = [
+    {"id": 1, "text": "Agents register themselves with RFC 7591."},
+    {"id": 2, "text": "PKCE S256 protects every authorization code."},
+    {"id": 3, "text": "Tokens are bound to one audience (RFC 8707)."},
+]
+
+
+def notes_api(issuer: str, resource_url: str) -> tuple[ASGIApp, JWTVerifier]:
+    """``GET /notes`` needs ``notes:read``; ``POST /notes`` needs ``notes:write``."""
+
+    async def list_notes(request: Request) -> JSONResponse:
+        claims = claims_of(request)
+        caller = {"sub": claims.subject, "client_id": claims.client_id} if claims else None
+        return JSONResponse({"notes": NOTES, "caller": caller})
+
+    async def add_note(request: Request) -> JSONResponse:
+        body = await request.json()
+        note = {"id": len(NOTES) + 1, "text": str(body.get("text", ""))[:500]}
+        NOTES.append(note)
+        return JSONResponse(note, status_code=201)
+
+    app = Starlette(routes=[Route("/notes", list_notes, methods=["GET"]), Route("/notes", add_note, methods=["POST"])])
+    resource = ProtectedResource(resource=resource_url, authorization_servers=[issuer],
+                                 scopes_supported=["notes:read", "notes:write"], resource_name="Demo notes API")
+    verifier = JWTVerifier(issuer, resource.resource)
+    protected = AuthGateMiddleware(app, verifier, resource, rules=[
+        protect("/notes", "notes:read", methods={"GET"}),
+        protect("/notes", "notes:write", methods={"POST"}),
+    ])
+    return protected, verifier
+
+
+def mcp_server(issuer: str, resource_url: str) -> tuple[ASGIApp, JWTVerifier]:
+    """An MCP server (``mcp`` SDK, streamable HTTP) whose ``/mcp`` endpoint needs ``notes:read``."""
+    server = MCPServer("authgate-demo-notes")
+
+    @server.tool()
+    def list_notes() -> list[str]:
+        """The notes everyone can read."""
+        return [str(n["text"]) for n in NOTES]
+
+    @server.tool()
+    def whoami(ctx: Context) -> str:
+        """Who the access token says is calling (claims verified by authgate's middleware)."""
+        request = ctx.request_context.request
+        claims = claims_of(request) if isinstance(request, Request) else None
+        return f"{claims.subject} via client {claims.client_id}" if claims else "anonymous"
+
+    resource = ProtectedResource(resource=resource_url, authorization_servers=[issuer],
+                                 scopes_supported=["notes:read"], resource_name="Demo notes MCP server")
+    verifier = JWTVerifier(issuer, resource.resource)
+    inner = server.streamable_http_app(stateless_http=True, json_response=True)
+    return AuthGateMiddleware(inner, verifier, resource, rules=[protect("/mcp", "notes:read")]), verifier

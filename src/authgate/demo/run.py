@@ -1,0 +1,270 @@
+"""Runs the demo: servers up, then one scenario per mechanism, then a report. Exit code 0 only if every
+step of every scenario worked.
+
+Each scenario is a coroutine that records its steps on a :class:`Report`; later mechanisms (AAuth, Agent
+Auth, x402) add scenarios to :data:`SCENARIOS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from authgate.app import build_context, create_app
+from authgate.config import Settings
+from authgate.context import ServerContext
+
+
+@dataclass
+class Step:
+    ok: bool
+    text: str
+
+
+@dataclass
+class Report:
+    out: Callable[[str], None] = print
+    steps: list[Step] = field(default_factory=list)
+
+    def section(self, title: str) -> None:
+        self.out(f"\n{title}")
+
+    def note(self, text: str) -> None:
+        self.out(f"      {text}")
+
+    def step(self, ok: bool, text: str) -> bool:
+        self.steps.append(Step(ok, text))
+        self.out(f"  {'✓' if ok else '✗'} {text}")
+        return ok
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.steps) and all(s.ok for s in self.steps)
+
+
+@dataclass
+class Demo:
+    ctx: ServerContext
+    issuer: str
+    api_url: str
+    mcp_url: str
+    report: Report
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: Any, port: int) -> AsyncIterator[None]:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError(f"server on port {port} stopped during start-up")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server on port {port} did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+
+
+class _Trace:
+    """Prints each HTTP exchange an agent makes (method, path, status, and the challenge if any)."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+
+    async def response(self, response: Any) -> None:
+        request = response.request
+        url = urlsplit(str(request.url))
+        line = f"{request.method:<4} {url.netloc}{url.path:<48} → {response.status_code}"
+        challenge = response.headers.get("www-authenticate")
+        if challenge and response.status_code in (401, 403):
+            line += f"  [{challenge}]"
+        self.report.note(line)
+
+
+def _audit_summary(events: list[dict[str, Any]], since: int) -> list[dict[str, Any]]:
+    return [e for e in reversed(events) if e["id"] > since]
+
+
+async def _last_audit_id(ctx: ServerContext) -> int:
+    events = await ctx.store.audit_events(limit=1)
+    return int(events[0]["id"]) if events else 0
+
+
+async def scenario_sdk_client_credentials(demo: Demo) -> None:
+    """Our agent SDK: discovers the API's authorization server, registers itself, gets a token, reads."""
+    from authgate.agent import ClientMetadata, OAuthAgentAuth
+
+    r = demo.report
+    r.section("[1] OAuth 2.1 + DCR — an agent with no user (authgate agent SDK, client credentials)")
+    since = await _last_audit_id(demo.ctx)
+    auth = OAuthAgentAuth(grant="client_credentials", client_metadata=ClientMetadata(
+        client_name="demo agent (client credentials)", grant_types=("client_credentials",),
+        redirect_uris=(), token_endpoint_auth_method="client_secret_basic"))
+    trace = _Trace(r)
+    async with httpx.AsyncClient(auth=auth, event_hooks={"response": [trace.response]}, timeout=20) as http:
+        resp = await http.get(demo.api_url)
+    events = _audit_summary(await demo.ctx.store.audit_events(), since)
+    registered = [e for e in events if e["event"] == "client.registered"]
+    issued = [e for e in events if e["event"] == "token.issued"]
+    r.step(bool(registered), "registered itself by RFC 7591 dynamic client registration"
+           + (f": client_id {registered[0]['client_id']}" if registered else ""))
+    r.step(bool(issued), "got an access token" + (
+        f" for aud={issued[0]['detail'].get('aud')} scope='{issued[0]['detail'].get('scope')}'" if issued else ""))
+    ok = resp.status_code == 200
+    r.step(ok, f"GET {demo.api_url} → {resp.status_code}" + (
+        f", {len(resp.json()['notes'])} notes, caller {resp.json()['caller']}" if ok else f": {resp.text[:200]}"))
+
+
+async def scenario_mcp_sdk(demo: Demo) -> None:
+    """The official ``mcp`` SDK client: PRM → AS metadata → DCR → authorize (auto-approved) → token → tool."""
+    import httpx2
+    from mcp.client.auth import OAuthClientProvider, TokenStorage
+    from mcp.client.auth.oauth2 import AuthorizationCodeResult  # type: ignore[attr-defined]
+    from mcp.client.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+    from pydantic import AnyUrl
+
+    r = demo.report
+    r.section("[2] OAuth 2.1 + DCR — the official mcp SDK client (authorization code + PKCE, auto-approved)")
+    since = await _last_audit_id(demo.ctx)
+
+    class Memory(TokenStorage):
+        def __init__(self) -> None:
+            self.tokens: OAuthToken | None = None
+            self.client: OAuthClientInformationFull | None = None
+
+        async def get_tokens(self) -> OAuthToken | None:
+            return self.tokens
+
+        async def set_tokens(self, tokens: OAuthToken) -> None:
+            self.tokens = tokens
+
+        async def get_client_info(self) -> OAuthClientInformationFull | None:
+            return self.client
+
+        async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+            self.client = client_info
+
+    landed: dict[str, str | None] = {}
+
+    async def redirect_handler(url: str) -> None:
+        # Stands in for the browser. The server is in auto-approve mode, so no person sees a consent page;
+        # the X-Authgate-Dev header says so on every response.
+        async with httpx2.AsyncClient() as browser:
+            resp = await browser.get(url, follow_redirects=False)
+        query = parse_qs(urlsplit(resp.headers.get("location", "")).query)
+        landed.update({k: v[0] for k, v in query.items()})
+        r.note(f"browser: GET /authorize → {resp.status_code} (auto-approved: "
+               f"X-Authgate-Dev={resp.headers.get('x-authgate-dev')}), redirected with code, state, iss")
+
+    async def callback_handler() -> Any:
+        return AuthorizationCodeResult(code=landed.get("code") or "", state=landed.get("state"),
+                                       iss=landed.get("iss"))
+
+    storage = Memory()
+    provider = OAuthClientProvider(
+        server_url=demo.mcp_url,
+        client_metadata=OAuthClientMetadata(client_name="demo mcp client",
+                                            redirect_uris=[AnyUrl("http://127.0.0.1:3030/callback")]),
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+    trace = _Trace(r)
+    async with (
+        httpx2.AsyncClient(auth=provider, timeout=30, event_hooks={"response": [trace.response]}) as http,
+        Client(streamable_http_client(demo.mcp_url, http_client=http)) as client,
+    ):
+        tools = await client.list_tools()
+        names = sorted(t.name for t in tools.tools)
+        r.step("list_notes" in names, f"listed tools: {', '.join(names)}")
+        result = await client.call_tool("whoami", {})
+        text = getattr(result.content[0], "text", "") if result.content else ""
+        r.step(bool(text) and not result.is_error, f"called tool whoami → {text!r}")
+    events = _audit_summary(await demo.ctx.store.audit_events(), since)
+    r.step(any(e["event"] == "client.registered" for e in events) and storage.client is not None,
+           f"registered itself by DCR: client_id {storage.client.client_id if storage.client else '?'}")
+    r.step(any(e["event"] == "authorization.granted" for e in events), "authorization code issued with PKCE S256")
+    r.step(storage.tokens is not None and bool(storage.tokens.refresh_token),
+           "token response carried an access token bound to the MCP server and a refresh token")
+
+
+Scenario = Callable[[Demo], Awaitable[None]]
+SCENARIOS: list[Scenario] = [scenario_sdk_client_credentials, scenario_mcp_sdk]
+
+
+async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = None) -> bool:
+    from authgate.demo.apps import mcp_server, notes_api
+
+    as_port, api_port, mcp_port = _free_port(), _free_port(), _free_port()
+    issuer = f"http://127.0.0.1:{as_port}"
+    api_url = f"http://127.0.0.1:{api_port}/notes"
+    mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="authgate-demo-")))
+        settings = Settings(
+            port=as_port, issuer=issuer, data_dir=data_dir, auto_approve=True,
+            scopes=("notes:read", "notes:write", "offline_access"), default_scopes=("notes:read",),
+            resources=(api_url, mcp_url),
+        ).validate()
+        report = Report(out)
+        out("authgate demo — agents get access with no human in the loop (development mode: auto-approve)")
+        out(f"  authorization server  {issuer}  (SQLite: {settings.data_dir / 'authgate.db'})")
+        out(f"  notes API             {api_url}   (notes:read / notes:write)")
+        out(f"  MCP server (mcp SDK)  {mcp_url}   (notes:read)")
+        ctx = await build_context(settings)
+        api_app, api_verifier = notes_api(issuer, api_url)
+        mcp_app, mcp_verifier = mcp_server(issuer, mcp_url)
+        try:
+            async with _serve(create_app(ctx), as_port), _serve(api_app, api_port), _serve(mcp_app, mcp_port):
+                demo = Demo(ctx, issuer, api_url, mcp_url, report)
+                for scenario in SCENARIOS:
+                    try:
+                        await asyncio.wait_for(scenario(demo), 60)
+                    except Exception as exc:  # a failed scenario is reported, the others still run
+                        report.step(False, f"{scenario.__name__} failed: {exc.__class__.__name__}: {exc}")
+        finally:
+            await api_verifier.aclose()
+            await mcp_verifier.aclose()
+            await ctx.store.close()
+    passed = sum(s.ok for s in report.steps)
+    out(f"\n{passed} passed, {len(report.steps) - passed} failed")
+    out("demo " + ("succeeded" if report.ok else "FAILED"))
+    return report.ok
+
+
+def main(verbose: bool = False) -> int:
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import httpx2  # noqa: F401
+        import mcp  # noqa: F401
+    except ImportError:
+        print("authgate demo needs the mcp extra: pip install 'authgate[server,mcp]'", file=sys.stderr)
+        return 2
+    return 0 if asyncio.run(run_demo()) else 1
