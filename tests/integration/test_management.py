@@ -254,3 +254,20 @@ async def test_management_survives_closing_registration(
     _, closed = await make_client(settings, registration="closed")
     assert (await closed.get(reg["registration_client_uri"], headers=bearer(reg))).status_code == 200
     assert (await closed.delete(reg["registration_client_uri"], headers=bearer(reg))).status_code == 204
+
+
+async def test_concurrent_updates_with_one_rat_only_one_wins(client: httpx.AsyncClient) -> None:
+    """The registration access token rotates on update; the store decides which of two racing PUTs wins."""
+    import asyncio
+
+    reg = await client.post("/register", json={"client_name": "race", "redirect_uris": ["https://app.example/cb"],
+                                               "token_endpoint_auth_method": "none"})
+    info = reg.json()
+    headers = {"Authorization": f"Bearer {info['registration_access_token']}"}
+    body = {"client_id": info["client_id"], "redirect_uris": ["https://app.example/cb"],
+            "token_endpoint_auth_method": "none"}
+    results = await asyncio.gather(*[
+        client.put(info["registration_client_uri"].removeprefix(ISSUER), headers=headers,
+                   json={**body, "client_name": f"writer {i}"}) for i in range(8)])
+    assert sorted(r.status_code for r in results).count(200) == 1
+    assert all(r.status_code in (200, 401) for r in results)

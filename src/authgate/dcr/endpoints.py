@@ -196,7 +196,7 @@ class RegistrationEndpoints:
         values["metadata_digest"] = metadata_digest(metadata) if public else None
         rat = new_token()
         values["rat_hash"] = token_hash(rat)
-        if not await self.ctx.store.update_client(record.client_id, **values):
+        if not await self.ctx.store.update_client(record.client_id, expected_rat_hash=record.rat_hash, **values):
             raise InvalidToken("registration access token is invalid")
         record = replace(record, **values)
         await self.ctx.store.audit("client.updated", client_id=record.client_id, **_audit_detail(metadata),

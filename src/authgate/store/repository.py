@@ -111,10 +111,15 @@ class Store:
             row = (await conn.execute(sa.select(t.clients).where(t.clients.c.rat_hash == rat_hash))).first()
         return _client(row) if row else None
 
-    async def update_client(self, client_id: str, **values: Any) -> bool:
+    async def update_client(self, client_id: str, *, expected_rat_hash: str | None = None, **values: Any) -> bool:
+        """Update a client; with ``expected_rat_hash`` only while that registration access token is current,
+        so two concurrent RFC 7592 updates with one token cannot both succeed (the token rotates)."""
         values.setdefault("updated_at", self._now())
+        query = sa.update(t.clients).where(t.clients.c.client_id == client_id)
+        if expected_rat_hash is not None:
+            query = query.where(t.clients.c.rat_hash == expected_rat_hash)
         async with self.engine.begin() as conn:
-            res = await conn.execute(sa.update(t.clients).where(t.clients.c.client_id == client_id).values(**values))
+            res = await conn.execute(query.values(**values))
         return bool(res.rowcount)
 
     async def clear_rat(self, rat_hash: str) -> None:
