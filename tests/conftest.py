@@ -120,7 +120,7 @@ async def client(ctx: ServerContext) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def make_client(store: Store, clock: FrozenClock) -> Callable[..., Any]:
+async def make_client(store: Store, clock: FrozenClock) -> AsyncIterator[Callable[..., Any]]:
     """Build another server (settings overridden) over the same store: ``await make_client(registration=...)``."""
     opened: list[httpx.AsyncClient] = []
 
@@ -131,4 +131,6 @@ def make_client(store: Store, clock: FrozenClock) -> Callable[..., Any]:
         opened.append(http)
         return new_ctx, http
 
-    return factory
+    yield factory
+    for http in opened:
+        await http.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -87,6 +88,18 @@ class DevModeHeader:
         await self.app(scope, receive, send_marked)
 
 
+async def _purge_expired(ctx: ServerContext, every: float = 600.0) -> None:
+    """Delete codes, tokens and replay records an hour after they expired, so the table stays bounded."""
+    while True:
+        try:
+            removed = await ctx.store.purge_expired()
+            if removed:
+                log.info("purged %d expired grant artefacts", removed)
+        except Exception:
+            log.exception("purging expired artefacts failed; will retry")
+        await asyncio.sleep(every)
+
+
 def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
     routes: list[BaseRoute] = [
         *_discovery_routes(ctx),
@@ -101,9 +114,15 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         if ctx.settings.auto_approve:
             log.warning("AUTO-APPROVE IS ON: authorization requests are approved as %r with no person. "
                         "Development only.", ctx.settings.auto_approve_subject)
-        yield
-        if close_store:
-            await ctx.store.close()
+        janitor = asyncio.create_task(_purge_expired(ctx))
+        try:
+            yield
+        finally:
+            janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await janitor
+            if close_store:
+                await ctx.store.close()
 
     app: ASGIApp = Starlette(routes=routes, lifespan=lifespan)
     if ctx.settings.auto_approve:

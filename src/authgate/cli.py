@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,7 +94,7 @@ def cmd_users(args: argparse.Namespace) -> int:
                     print("password must have at least 8 characters", file=sys.stderr)
                     return 2
                 await store.add_user(User(subject="u_" + secrets.token_urlsafe(12), username=args.username,
-                                          password_hash=hash_password(password), created_at=store._now()))
+                                          password_hash=hash_password(password), created_at=int(time.time())))
                 await store.audit("user.added", subject=args.username)
                 print(f"added user {args.username}")
             elif args.action == "list":
