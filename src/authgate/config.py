@@ -133,7 +133,7 @@ def _coerce(name: str, current: Any, raw: Any) -> Any:
     if isinstance(current, tuple):
         if isinstance(raw, str):
             return tuple(p for p in raw.replace(",", " ").split() if p)
-        if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+        if isinstance(raw, list | tuple) and all(isinstance(x, str) for x in raw):
             return tuple(raw)
         raise ConfigError(f"{name}: expected a list of strings")
     if isinstance(current, Path):

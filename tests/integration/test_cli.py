@@ -1,0 +1,113 @@
+"""The ``authgate`` command as an operator uses it: users, keys, clients, and ``serve`` itself."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from joserfc import jwt
+
+from authgate.cli import main
+from authgate.crypto.keys import KeyRing
+from authgate.store import Store
+from tests.servers import free_port
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str, stdin: str = "") -> tuple[int, str, str]:
+    old = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        code = main(list(args))
+    finally:
+        sys.stdin = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_users_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    assert run(capsys, "users", *d, "add", "alice", "--password-stdin", stdin="s3cret-pass\n")[0] == 0
+    code, _, err = run(capsys, "users", *d, "add", "alice", "--password-stdin", stdin="s3cret-pass\n")
+    assert code == 1 and "already exists" in err
+    assert run(capsys, "users", *d, "add", "bob", "--password-stdin", stdin="short\n")[0] == 2
+    code, out, _ = run(capsys, "users", *d, "list")
+    assert code == 0 and out.startswith("alice\t") and "bob" not in out and "s3cret" not in out
+    assert run(capsys, "users", *d, "remove", "alice")[0] == 0
+    assert run(capsys, "users", *d, "remove", "alice")[0] == 1
+
+
+def test_keys_rotate_keeps_old_key_published(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async def sign_with_current() -> tuple[str, Store]:
+        store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'authgate.db'}")
+        ring = KeyRing(store)
+        await ring.ensure_key()
+        return await ring.sign({"iss": "x", "exp": int(time.time()) + 60}), store
+
+    token, store = asyncio.run(sign_with_current())
+    asyncio.run(store.close())
+    code, out, _ = run(capsys, "keys", "--data-dir", str(tmp_path), "rotate", "--keep-old-for", "600")
+    assert code == 0 and "now signing with" in out
+    code, out, _ = run(capsys, "keys", "--data-dir", str(tmp_path), "list")
+    assert out.count("\n") == 2 and "active" in out and "retired" in out
+
+    async def verify() -> None:
+        store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'authgate.db'}")
+        ring = KeyRing(store)
+        jwks = await ring.jwks()
+        assert len(jwks["keys"]) == 2
+        jwt.decode(token, await ring.key_set(None))  # the old key still verifies
+        new = await ring.sign({"iss": "x"})
+        assert jwt.decode(new, await ring.key_set(None)).header["kid"] != jwt.decode(
+            token, await ring.key_set(None)).header["kid"]
+        await store.close()
+
+    asyncio.run(verify())
+
+
+def test_clients_add_list_remove_and_iat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    code, out, _ = run(capsys, "clients", *d, "add",
+                       '{"client_name": "rs", "grant_types": ["client_credentials"], "trusted": true}')
+    assert code == 0 and '"client_secret"' in out and "trusted" not in out
+    code, out, _ = run(capsys, "clients", *d, "list")
+    assert "rs" in out and "static" in out
+    client_id = out.split("\t", 1)[0]
+    assert run(capsys, "clients", *d, "remove", client_id)[0] == 0
+    code, out, _ = run(capsys, "clients", *d, "initial-access-token", "--ttl", "60", "--single-use")
+    assert code == 0 and len(out.strip()) >= 40
+
+
+def test_auto_approve_refused_off_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "serve", "--host", "0.0.0.0", "--auto-approve")
+    assert code == 2 and "loopback" in err
+
+
+def test_serve_starts_and_serves_metadata(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "AUTHGATE_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "authgate.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/.well-known/oauth-authorization-server", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        assert r.json()["issuer"] == f"http://127.0.0.1:{port}"
+        assert "x-authgate-dev" not in r.headers
+        assert (tmp_path / "authgate.db").exists()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert "Traceback" not in out
