@@ -14,21 +14,21 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import httpx
 import httpx2
 import pytest
-from mcp.client.auth import OAuthClientProvider, TokenStorage
-from mcp.client.auth.oauth2 import AuthorizationCodeResult  # type: ignore[attr-defined]
+from mcp.client.auth import OAuthClientProvider
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
 
 from authgate.app import build_context, create_app
 from authgate.config import Settings
 from authgate.demo.apps import mcp_server
+from authgate.demo.mcp_client import HeadlessBrowser, MemoryStorage
 from authgate.net import Fetcher
 from authgate.store import Store
 from tests.servers import free_port, serve
@@ -36,44 +36,6 @@ from tests.servers import free_port, serve
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)]
 
 CIMD_URL = "https://agent.example/oauth/client.json"
-
-
-class MemoryStorage(TokenStorage):
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
-@dataclass
-class Headless:
-    """Plays the browser: follows the authorization URL (auto-approved) and reads the redirect."""
-
-    override: dict[str, str] = field(default_factory=dict)
-    landed: dict[str, str] = field(default_factory=dict)
-    authorize_requests: list[dict[str, str]] = field(default_factory=list)
-
-    async def redirect_handler(self, url: str) -> None:
-        self.authorize_requests.append({k: v[0] for k, v in parse_qs(urlsplit(url).query).items()})
-        async with httpx2.AsyncClient() as browser:
-            r = await browser.get(url, follow_redirects=False)
-        assert r.status_code in (302, 303), r.text
-        self.landed = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
-
-    async def callback_handler(self) -> Any:
-        q = {**self.landed, **self.override}
-        return AuthorizationCodeResult(code=q["code"], state=q.get("state"), iss=q.get("iss"))
 
 
 @dataclass
@@ -116,7 +78,7 @@ async def stack(settings: Settings, store: Store, **overrides: Any) -> AsyncIter
         await verifier.aclose()
 
 
-def provider(s: Stack, h: Headless, storage: MemoryStorage, **kwargs: Any) -> OAuthClientProvider:
+def provider(s: Stack, h: HeadlessBrowser, storage: MemoryStorage, **kwargs: Any) -> OAuthClientProvider:
     return OAuthClientProvider(
         server_url=s.mcp_url,
         client_metadata=OAuthClientMetadata(client_name="mcp interop client",
@@ -138,7 +100,7 @@ async def whoami(s: Stack, auth: OAuthClientProvider) -> str:
 
 async def test_registration_pkce_token_tool_call_and_refresh(settings: Settings, store: Store) -> None:
     async with stack(settings, store, access_token_ttl=2) as s:
-        h, storage = Headless(), MemoryStorage()
+        h, storage = HeadlessBrowser(), MemoryStorage()
         auth = provider(s, h, storage)
         assert (await whoami(s, auth)).startswith("dev-user via client ")
 
@@ -163,7 +125,7 @@ async def test_registration_pkce_token_tool_call_and_refresh(settings: Settings,
 
 async def test_client_id_metadata_document(settings: Settings, store: Store) -> None:
     async with stack(settings, store) as s:
-        h, storage = Headless(), MemoryStorage()
+        h, storage = HeadlessBrowser(), MemoryStorage()
         auth = provider(s, h, storage, client_metadata_url=CIMD_URL)
         assert (await whoami(s, auth)) == f"dev-user via client {CIMD_URL}"
         assert h.authorize_requests[0]["client_id"] == CIMD_URL
@@ -173,7 +135,7 @@ async def test_client_id_metadata_document(settings: Settings, store: Store) -> 
 @pytest.mark.parametrize("tamper", [{"iss": "http://127.0.0.1:1/evil"}, {"state": "forged-state"}])
 async def test_sdk_rejects_tampered_redirect(settings: Settings, store: Store, tamper: dict[str, str]) -> None:
     async with stack(settings, store) as s:
-        h, storage = Headless(override=tamper), MemoryStorage()
+        h, storage = HeadlessBrowser(override=tamper), MemoryStorage()
         with pytest.raises(BaseException) as info:  # the SDK raises inside an anyio task group
             await whoami(s, provider(s, h, storage))
         assert "iss" in repr(info.value).lower() or "state" in repr(info.value).lower()

@@ -32,6 +32,7 @@ from joserfc.jwk import JWKRegistry
 from authgate.config import Settings
 from authgate.dcr.redirects import check_redirect_uris
 from authgate.errors import InvalidClientMetadata, InvalidRedirectURI
+from authgate.net.jwks import check_public_jwks
 from authgate.oauth.metadata import ASSERTION_ALGS, CLIENT_AUTH_METHODS, GRANT_TYPES
 
 DEFAULT_AUTH_METHOD = "client_secret_basic"
@@ -45,7 +46,6 @@ MAX_URI_LENGTH = 2000
 MAX_SCOPE_LENGTH = 1000
 MAX_CONTACTS = 10
 MAX_CONTACT_LENGTH = 320
-MAX_JWKS_KEYS = 10
 MAX_LANGUAGE_VARIANTS = 20  # per field
 
 #: Human-readable fields that may carry ``#lang`` variants (RFC 7591 §2.2), with their kind.
@@ -54,8 +54,6 @@ _URI_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
 _PLAIN_TEXT_FIELDS = {"software_id": MAX_ID_LENGTH, "software_version": MAX_ID_LENGTH}
 _REJECTED_GRANTS = {"implicit": "the implicit grant is not allowed (OAuth 2.1)",
                     "password": "the password grant is not allowed (OAuth 2.1)"}
-_PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"})
-_PUBLIC_KTY = frozenset({"RSA", "EC", "OKP"})
 _LANG_TAG = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$")
 # C0/C1 controls and the Unicode bidirectional overrides and isolates (used to disguise names).
 _UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -282,18 +280,13 @@ def _contacts(value: object) -> list[str]:
 
 
 def _jwks(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
-        raise InvalidClientMetadata("jwks must be a JWK Set with a keys array")
-    keys: list[Any] = value["keys"]
-    if not keys or len(keys) > MAX_JWKS_KEYS:
-        raise InvalidClientMetadata(f"jwks must hold between 1 and {MAX_JWKS_KEYS} keys")
+    """Public keys only (shared rules with remote key sets), each with an algorithm we verify and parseable."""
+    try:
+        checked = check_public_jwks(value)
+    except ValueError as exc:
+        raise InvalidClientMetadata(str(exc)) from exc
+    keys: list[dict[str, Any]] = checked["keys"]
     for key in keys:
-        if not isinstance(key, dict):
-            raise InvalidClientMetadata("each JWK must be an object")
-        if _PRIVATE_JWK_MEMBERS & key.keys():
-            raise InvalidClientMetadata("jwks must contain public keys only")
-        if key.get("kty") not in _PUBLIC_KTY:
-            raise InvalidClientMetadata("unsupported JWK key type")
         if "alg" in key and key["alg"] not in ASSERTION_ALGS:
             raise InvalidClientMetadata("unsupported JWK alg")
         try:

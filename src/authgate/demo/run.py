@@ -10,21 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from authgate.app import build_context, create_app
 from authgate.config import Settings
 from authgate.context import ServerContext
+from authgate.demo.servers import free_port, serve
 
 
 @dataclass
@@ -61,34 +60,6 @@ class Demo:
     api_url: str
     mcp_url: str
     report: Report
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def _serve(app: Any, port: int) -> AsyncIterator[None]:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError(f"server on port {port} stopped during start-up")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server on port {port} did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
 
 
 class _Trace:
@@ -144,56 +115,29 @@ async def scenario_sdk_client_credentials(demo: Demo) -> None:
 async def scenario_mcp_sdk(demo: Demo) -> None:
     """The official ``mcp`` SDK client: PRM → AS metadata → DCR → authorize (auto-approved) → token → tool."""
     import httpx2
-    from mcp.client.auth import OAuthClientProvider, TokenStorage
-    from mcp.client.auth.oauth2 import AuthorizationCodeResult  # type: ignore[attr-defined]
+    from mcp.client.auth import OAuthClientProvider
     from mcp.client.client import Client
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+    from mcp.shared.auth import OAuthClientMetadata
     from pydantic import AnyUrl
+
+    from authgate.demo.mcp_client import HeadlessBrowser, MemoryStorage
 
     r = demo.report
     r.section("[2] OAuth 2.1 + DCR — the official mcp SDK client (authorization code + PKCE, auto-approved)")
     since = await _last_audit_id(demo.ctx)
 
-    class Memory(TokenStorage):
-        def __init__(self) -> None:
-            self.tokens: OAuthToken | None = None
-            self.client: OAuthClientInformationFull | None = None
-
-        async def get_tokens(self) -> OAuthToken | None:
-            return self.tokens
-
-        async def set_tokens(self, tokens: OAuthToken) -> None:
-            self.tokens = tokens
-
-        async def get_client_info(self) -> OAuthClientInformationFull | None:
-            return self.client
-
-        async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-            self.client = client_info
-
-    landed: dict[str, str | None] = {}
-
-    async def redirect_handler(url: str) -> None:
-        # Stands in for the browser. The server is in auto-approve mode, so no person sees a consent page;
-        # the X-Authgate-Dev header says so on every response.
-        async with httpx2.AsyncClient() as browser:
-            resp = await browser.get(url, follow_redirects=False)
-        query = parse_qs(urlsplit(resp.headers.get("location", "")).query)
-        landed.update({k: v[0] for k, v in query.items()})
-        r.note(f"browser: GET /authorize → {resp.status_code} (auto-approved: "
-               f"X-Authgate-Dev={resp.headers.get('x-authgate-dev')}), redirected with code, state, iss")
-
-    async def callback_handler() -> Any:
-        return AuthorizationCodeResult(code=landed.get("code") or "", state=landed.get("state"),
-                                       iss=landed.get("iss"))
-
-    storage = Memory()
+    # Stands in for the browser. The server auto-approves (development mode), so no person sees a consent page;
+    # the X-Authgate-Dev header on every response says so.
+    browser = HeadlessBrowser(notify=lambda resp: r.note(
+        f"browser: GET /authorize → {resp.status_code} (auto-approved: X-Authgate-Dev="
+        f"{resp.headers.get('x-authgate-dev')}), redirected with code, state, iss"))
+    storage = MemoryStorage()
     provider = OAuthClientProvider(
         server_url=demo.mcp_url,
         client_metadata=OAuthClientMetadata(client_name="demo mcp client",
                                             redirect_uris=[AnyUrl("http://127.0.0.1:3030/callback")]),
-        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+        storage=storage, redirect_handler=browser.redirect_handler, callback_handler=browser.callback_handler)
     trace = _Trace(r)
     async with (
         httpx2.AsyncClient(auth=provider, timeout=30, event_hooks={"response": [trace.response]}) as http,
@@ -220,7 +164,7 @@ SCENARIOS: list[Scenario] = [scenario_sdk_client_credentials, scenario_mcp_sdk]
 async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = None) -> bool:
     from authgate.demo.apps import mcp_server, notes_api
 
-    as_port, api_port, mcp_port = _free_port(), _free_port(), _free_port()
+    as_port, api_port, mcp_port = free_port(), free_port(), free_port()
     issuer = f"http://127.0.0.1:{as_port}"
     api_url = f"http://127.0.0.1:{api_port}/notes"
     mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
@@ -241,7 +185,7 @@ async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = N
         api_app, api_verifier = notes_api(issuer, api_url)
         mcp_app, mcp_verifier = mcp_server(issuer, mcp_url)
         try:
-            async with _serve(create_app(ctx), as_port), _serve(api_app, api_port), _serve(mcp_app, mcp_port):
+            async with serve(create_app(ctx), as_port), serve(api_app, api_port), serve(mcp_app, mcp_port):
                 demo = Demo(ctx, issuer, api_url, mcp_url, report)
                 for scenario in SCENARIOS:
                     try:

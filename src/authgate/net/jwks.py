@@ -15,7 +15,7 @@ MAX_JWKS_BYTES = 64 * 1024
 MAX_KEYS = 20
 MIN_TTL, DEFAULT_TTL, MAX_TTL = 30, 300, 24 * 3600
 #: JWK members that carry private or symmetric key material (RFC 7518 §6).
-PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"})
 
 
 def check_public_jwks(value: object) -> dict[str, Any]:

@@ -37,8 +37,23 @@ from authgate.oauth.policy import (
     require_single,
 )
 from authgate.oauth.tokens import REFRESH_TOKEN, Grant, issue_tokens, new_grant_id
+from authgate.store import Artifact
 
 GrantHandler = Callable[[ServerContext, Client, dict[str, str]], Awaitable[dict[str, Any]]]
+
+
+async def _redeem(ctx: ServerContext, client: Client, value: str, kind: str, message: str) -> Artifact:
+    """Consume a code or refresh token exactly once. A second use means the value leaked (or a rotated
+    refresh token came back): revoke everything issued from the same grant (OAuth 2.1 §4.1.3, §4.3.1)."""
+    artifact, fresh = await ctx.store.consume_artifact(token_hash(value), kind)
+    if artifact is None or artifact.client_id != client.client_id:
+        raise InvalidGrant(message)
+    if not fresh:
+        if artifact.consumed_at is not None and artifact.grant_id:
+            await ctx.store.revoke_grant(artifact.grant_id)
+            await ctx.store.audit(f"{kind}.replayed", client_id=client.client_id, grant_id=artifact.grant_id)
+        raise InvalidGrant(message)
+    return artifact
 
 
 async def authorization_code_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
@@ -46,16 +61,7 @@ async def authorization_code_grant(ctx: ServerContext, client: Client, form: dic
     verifier = form.get("code_verifier")
     if not verifier:
         raise InvalidRequest("code_verifier is required (PKCE)")
-    artifact, fresh = await ctx.store.consume_artifact(token_hash(code), AUTHORIZATION_CODE)
-    if artifact is None or artifact.client_id != client.client_id:
-        raise InvalidGrant("invalid authorization code")
-    if not fresh:
-        if artifact.consumed_at is not None and artifact.grant_id:
-            # Replay of a used code: whoever holds it may be an attacker; revoke what it produced.
-            await ctx.store.revoke_grant(artifact.grant_id)
-            await ctx.store.audit("authorization_code.replayed", client_id=client.client_id,
-                                  grant_id=artifact.grant_id)
-        raise InvalidGrant("invalid authorization code")
+    artifact = await _redeem(ctx, client, code, AUTHORIZATION_CODE, "invalid authorization code")
     p = artifact.payload
     redirect_uri = form.get("redirect_uri")
     if (p["redirect_uri_given"] or redirect_uri is not None) and redirect_uri != p["redirect_uri"]:
@@ -77,16 +83,7 @@ async def authorization_code_grant(ctx: ServerContext, client: Client, form: dic
 
 async def refresh_token_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
     presented = require_single(form.get("refresh_token"), "refresh_token")
-    artifact, fresh = await ctx.store.consume_artifact(token_hash(presented), REFRESH_TOKEN)
-    if artifact is None or artifact.client_id != client.client_id:
-        raise InvalidGrant("invalid refresh token")
-    if not fresh:
-        if artifact.consumed_at is not None and artifact.grant_id:
-            # A rotated-out refresh token came back: the family is compromised (OAuth 2.1 §4.3.1).
-            await ctx.store.revoke_grant(artifact.grant_id)
-            await ctx.store.audit("refresh_token.replayed", client_id=client.client_id,
-                                  grant_id=artifact.grant_id)
-        raise InvalidGrant("invalid refresh token")
+    artifact = await _redeem(ctx, client, presented, REFRESH_TOKEN, "invalid refresh token")
     p = artifact.payload
     scopes = tuple(p["scope"])
     asked = parse_scope(form.get("scope"))
