@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -20,7 +21,8 @@ from authgate.context import ServerContext
 from authgate.crypto.keys import KeyRing
 from authgate.dcr import cimd
 from authgate.dcr import endpoints as dcr_endpoints
-from authgate.httputil import json_response
+from authgate.errors import MethodNotAllowed
+from authgate.httputil import error_response, json_response
 from authgate.net import Fetcher
 from authgate.oauth import authorize, introspection, token
 from authgate.oauth.clients import ClientResolver
@@ -65,6 +67,13 @@ def _discovery_routes(ctx: ServerContext) -> list[BaseRoute]:
         Route("/jwks.json", jwks, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
+
+
+async def _method_not_allowed(_: Request, exc: Exception) -> Response:
+    """A wrong method at a protocol endpoint (``GET /token``) answers with OAuth JSON and no-store, not text."""
+    allow = exc.headers.get("Allow", "") if isinstance(exc, HTTPException) and exc.headers else ""
+    return error_response(MethodNotAllowed(f"use {allow}" if allow else "method not allowed",
+                                           headers={"Allow": allow} if allow else None))
 
 
 class DevModeHeader:
@@ -124,7 +133,7 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
             if close_store:
                 await ctx.store.close()
 
-    app: ASGIApp = Starlette(routes=routes, lifespan=lifespan)
+    app: ASGIApp = Starlette(routes=routes, lifespan=lifespan, exception_handlers={405: _method_not_allowed})
     if ctx.settings.auto_approve:
         app = DevModeHeader(app)
     return app

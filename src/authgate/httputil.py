@@ -70,8 +70,15 @@ async def read_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, 
 
 
 def query_params(request: Request) -> dict[str, str]:
-    pairs = parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=MAX_PARAMS)
+    try:
+        pairs = parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=MAX_PARAMS)
+    except ValueError as exc:  # more than MAX_PARAMS fields
+        raise InvalidRequest("too many query parameters") from exc
     return {k: v for k, v in parse_unique(pairs, "query").items() if v != ""}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 §6)")
 
 
 async def read_json_object(request: Request, limit: int = MAX_JSON_BYTES, error: type[OAuthError] = InvalidRequest
@@ -80,9 +87,14 @@ async def read_json_object(request: Request, limit: int = MAX_JSON_BYTES, error:
         raise error("content type must be application/json")
     body = await read_body(request, limit)
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        # UTF-8 only (RFC 8259 §8.1); NaN and Infinity refused; lone surrogates (\ud800) cannot be stored or
+        # echoed back as UTF-8, so they are refused here rather than failing later with a 500.
+        value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError) as exc:
         raise error("body is not valid JSON") from exc
+    except RecursionError as exc:
+        raise error("body is nested too deeply") from exc
     if not isinstance(value, dict):
         raise error("body must be a JSON object")
     return value

@@ -26,6 +26,11 @@ def check_redirect_uri(uri: object) -> str:
         raise InvalidRedirectURI("redirect URI too long")
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in uri) or "\\" in uri:
         raise InvalidRedirectURI("redirect URI contains whitespace, control characters or backslashes")
+    if not uri.isascii():
+        # A URI is ASCII (RFC 3986 §2); internationalised hosts are registered in punycode. Raw Unicode would
+        # let "a\u3002evil.example" (the browser goes to a.evil.example) or a bidi override pass for another
+        # host on the consent page.
+        raise InvalidRedirectURI("redirect URI must be ASCII (use punycode and percent-encoding)")
     if "#" in uri:
         raise InvalidRedirectURI("redirect URI must not contain a fragment")
     try:

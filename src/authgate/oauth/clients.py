@@ -54,9 +54,9 @@ def redirect_uri_matches(registered: str, requested: str) -> bool:
     """Exact string match, except that a loopback ``http`` redirect may use any port (RFC 8252 §7.3)."""
     if registered == requested:
         return True
+    if not (registered.startswith("http://") and requested.startswith("http://")):
+        return False  # urlsplit lower-cases the scheme; "HTTP://" must not match "http://" (exact matching)
     reg, req = urlsplit(registered), urlsplit(requested)
-    if reg.scheme != "http" or req.scheme != "http":
-        return False
     if not reg.hostname or not is_loopback_host(reg.hostname) or "@" in reg.netloc or "@" in req.netloc:
         return False
     try:

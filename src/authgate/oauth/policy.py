@@ -64,8 +64,11 @@ def check_resource(ctx: ServerContext, resource: str | None) -> str:
         return configured[0] if len(configured) == 1 else ctx.issuer
     if len(resource) > 2000:
         raise InvalidTarget("resource too long")
+    if not resource.isascii() or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in resource):
+        raise InvalidTarget("resource must be an ASCII URI without spaces or control characters")
     try:
         parts = urlsplit(resource)
+        parts.port  # noqa: B018 - raises ValueError on a junk port
     except ValueError as exc:
         raise InvalidTarget("resource must be an absolute URI") from exc
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc or "#" in resource or "@" in parts.netloc:

@@ -1,0 +1,128 @@
+"""Hostile input over HTTP: every answer is a 4xx with OAuth JSON (or the error page at /authorize), never a
+5xx, and a rejected request changes no state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from authgate.config import Settings
+from authgate.context import ServerContext
+from tests.helpers import REDIRECT, add_client, authorize_params, pkce_pair, redirect_params
+
+
+@pytest.fixture
+async def dev(settings: Settings, make_client: Callable[..., Any]) -> tuple[ServerContext, httpx.AsyncClient]:
+    result: tuple[ServerContext, httpx.AsyncClient] = await make_client(settings, auto_approve=True)
+    return result
+
+
+async def _code_form(http: httpx.AsyncClient, client_id: str) -> dict[str, str]:
+    verifier, challenge = pkce_pair()
+    q = redirect_params(await http.get("/authorize", params=authorize_params(client_id, challenge)))
+    return {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT,
+            "code_verifier": verifier, "client_id": client_id}
+
+
+async def _tokens(http: httpx.AsyncClient, client_id: str) -> dict[str, Any]:
+    r = await http.post("/token", data=await _code_form(http, client_id))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def _json_error(r: httpx.Response, status: int) -> str:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.headers["cache-control"] == "no-store"
+    error: str = r.json()["error"]
+    return error
+
+
+# -- JSON bodies: nesting, lone surrogates, non-standard numbers --------------------------------------------
+
+
+@pytest.mark.parametrize("body", [
+    b'{"redirect_uris": ["http://127.0.0.1/cb"], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    b'{"redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none", "client_name": "\\ud800"}',
+    b'{"redirect_uris": ["https://app.example/\\udfff"], "token_endpoint_auth_method": "none"}',
+    b'{"redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none", "x": NaN}',
+    b'{"redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none", "x": -Infinity}',
+])
+async def test_hostile_json_is_refused_without_storing(client: httpx.AsyncClient, ctx: ServerContext,
+                                                        body: bytes) -> None:
+    before = await ctx.store.count_clients()
+    r = await client.post("/register", content=body, headers={"content-type": "application/json"})
+    assert _json_error(r, 400) == "invalid_client_metadata"
+    assert await ctx.store.count_clients() == before
+
+
+async def test_lone_surrogate_in_update_is_refused(client: httpx.AsyncClient) -> None:
+    reg = (await client.post("/register", json={"redirect_uris": [REDIRECT], "client_name": "app"})).json()
+    client_id = reg["client_id"]
+    body = f'{{"client_id": "{client_id}", "redirect_uris": ["{REDIRECT}"], "client_name": "\\udc80"}}'.encode()
+    r = await client.put(f"/register/{reg['client_id']}", content=body,
+                         headers={"content-type": "application/json",
+                                  "authorization": f"Bearer {reg['registration_access_token']}"})
+    assert _json_error(r, 400) == "invalid_client_metadata"
+
+
+# -- the authorization endpoint ------------------------------------------------------------------------------
+
+
+async def test_too_many_query_parameters_is_an_error_page_not_a_500(client: httpx.AsyncClient) -> None:
+    r = await client.get("/authorize?" + "&".join(f"p{i}=1" for i in range(100)))
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith("text/html")
+    assert "location" not in r.headers
+
+
+async def test_redirect_uri_scheme_must_match_exactly(client: httpx.AsyncClient, ctx: ServerContext) -> None:
+    client_id, _ = await add_client(ctx.store)
+    _, challenge = pkce_pair()
+    r = await client.get("/authorize", params=authorize_params(client_id, challenge,
+                                                               redirect_uri="HTTP://127.0.0.1:3030/callback"))
+    assert r.status_code == 400 and "location" not in r.headers
+
+
+@pytest.mark.parametrize("resource", ["http://127.0.0.1:99999/api", "https://example.com:0x50/api",
+                                      "http://[::1/api", "https://\u0430pi.example/mcp",
+                                      "https://api.example/\u202emcp", "https://api.example/a b"])
+async def test_malformed_resource_is_invalid_target(dev: Any, ctx: ServerContext, resource: str) -> None:
+    _, http = dev
+    client_id, _ = await add_client(ctx.store)
+    _, challenge = pkce_pair()
+    q = redirect_params(await http.get("/authorize", params=authorize_params(client_id, challenge,
+                                                                             resource=resource)))
+    assert q["error"] == "invalid_target" and q["iss"] == ctx.issuer
+
+
+# -- registration: redirect URIs that display as something else --------------------------------------------
+
+
+@pytest.mark.parametrize("uri", [
+    "https://a\u3002evil.example/cb",       # ideographic full stop: the browser goes to a.evil.example
+    "https://evil\uff0eexample/cb",         # fullwidth full stop
+    "https://\u0430pple.example/cb",        # Cyrillic a
+    "https://app.example/\u202ecb",         # right-to-left override
+    "com.example.app:/\u0441b",
+])
+async def test_non_ascii_redirect_uris_are_refused(client: httpx.AsyncClient, uri: str) -> None:
+    r = await client.post("/register", json={"redirect_uris": [uri], "token_endpoint_auth_method": "none"})
+    assert _json_error(r, 400) == "invalid_redirect_uri"
+
+
+# -- methods ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_wrong_method_is_oauth_json(client: httpx.AsyncClient, path: str, method: str) -> None:
+    r = await client.request(method, path)
+    assert _json_error(r, 405) == "invalid_request"
+    assert r.headers["allow"] == "POST"
+
+
