@@ -41,13 +41,29 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     )
 
 
+#: Libraries whose debug output prints SQL bound parameters or wire data (aiosqlite logs every statement with
+#: its arguments, including the private signing key when one is stored). They never log below WARNING.
+_QUIET_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy", "httpcore", "hpack")
+
+
+def configure_logging(level: str) -> None:
+    """Log at ``level`` (``AUTHGATE_LOG_LEVEL``); debug is for authgate's own loggers, not the drivers'."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(numeric)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from authgate.app import build_context, create_app
 
     settings = _settings(args, auto_approve=True if args.auto_approve else None)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
 
     async def run() -> None:
         ctx = await build_context(settings)

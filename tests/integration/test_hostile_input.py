@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from authgate.cli import configure_logging
 from authgate.config import Settings
 from authgate.context import ServerContext
 from tests.helpers import REDIRECT, add_client, authorize_params, pkce_pair, redirect_params
@@ -126,3 +128,34 @@ async def test_wrong_method_is_oauth_json(client: httpx.AsyncClient, path: str, 
     assert r.headers["allow"] == "POST"
 
 
+# -- logs ---------------------------------------------------------------------------------------------------
+
+
+async def test_debug_logging_never_shows_the_signing_key_or_tokens(dev: Any, ctx: ServerContext,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``AUTHGATE_LOG_LEVEL=debug`` must not turn on the database drivers' statement logs: they print every
+    bound parameter, including the private signing key when one is created."""
+    _, http = dev
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    root = logging.getLogger()
+    handler = Collect(logging.DEBUG)
+    monkeypatch.setattr(root, "handlers", [handler])
+    monkeypatch.setattr(root, "level", root.level)
+    noisy = [logging.getLogger(name) for name in ("aiosqlite", "asyncpg", "sqlalchemy", "httpcore", "httpx")]
+    for logger in noisy:
+        monkeypatch.setattr(logger, "level", logger.level)
+    configure_logging("debug")
+    assert logging.getLogger("authgate").isEnabledFor(logging.DEBUG)
+
+    new_key = await ctx.keys.rotate(3600)
+    client_id, _ = await add_client(ctx.store)
+    tokens = await _tokens(http, client_id)
+    text = "\n".join(r.getMessage() for r in records)
+    private = next(row.private_jwk for row in await ctx.store.list_signing_keys() if row.kid == new_key)
+    assert private["d"] not in text
+    assert tokens["access_token"] not in text and tokens["refresh_token"] not in text
