@@ -21,6 +21,7 @@ from authgate.context import ServerContext
 from authgate.crypto.hashing import new_token, token_hash
 from authgate.crypto.keys import ALG
 from authgate.oauth.clients import Client
+from authgate.store import AuditEntry, NewArtifact
 
 ACCESS_TOKEN = "access_token"
 REFRESH_TOKEN = "refresh_token"
@@ -64,11 +65,11 @@ async def issue_tokens(ctx: ServerContext, client: Client, grant: Grant, *, refr
     if grant.auth_time is not None:
         claims["auth_time"] = grant.auth_time
     access_token = await ctx.keys.sign(claims)
-    await ctx.store.put_artifact(
+    records = [NewArtifact(
         jti, ACCESS_TOKEN,
         {"sub": grant.subject, "aud": grant.audience, "scope": claims.get("scope", ""), "exp": now + ttl},
         ttl, client_id=client.client_id, grant_id=grant.grant_id,
-    )
+    )]
     response: dict[str, Any] = {
         "access_token": access_token,
         "token_type": "Bearer",
@@ -78,7 +79,7 @@ async def issue_tokens(ctx: ServerContext, client: Client, grant: Grant, *, refr
     if refresh:
         family_end = family_expires_at or now + ctx.settings.refresh_token_ttl
         refresh_token = new_token()
-        await ctx.store.put_artifact(
+        records.append(NewArtifact(
             token_hash(refresh_token), REFRESH_TOKEN,
             {
                 "sub": grant.subject,
@@ -88,11 +89,11 @@ async def issue_tokens(ctx: ServerContext, client: Client, grant: Grant, *, refr
                 "family_expires_at": family_end,
             },
             max(1, family_end - now), client_id=client.client_id, grant_id=grant.grant_id,
-        )
+        ))
         response["refresh_token"] = refresh_token
-    await ctx.store.audit("token.issued", client_id=client.client_id, subject=grant.subject,
-                          grant_id=grant.grant_id, aud=grant.audience, scope=response["scope"],
-                          refresh=refresh)
+    audit = AuditEntry("token.issued", client.client_id, grant.subject, {
+        "grant_id": grant.grant_id, "aud": grant.audience, "scope": response["scope"], "refresh": refresh})
+    await ctx.store.put_artifacts(records, audit)
     return response
 
 

@@ -6,6 +6,14 @@ conditional updates, never by process memory, so it holds when many server proce
 
 from __future__ import annotations
 
-from authgate.store.repository import Artifact, ClientRecord, SigningKeyRow, Store, User
+from authgate.store.repository import (
+    Artifact,
+    AuditEntry,
+    ClientRecord,
+    NewArtifact,
+    SigningKeyRow,
+    Store,
+    User,
+)
 
-__all__ = ["Artifact", "ClientRecord", "SigningKeyRow", "Store", "User"]
+__all__ = ["Artifact", "AuditEntry", "ClientRecord", "NewArtifact", "SigningKeyRow", "Store", "User"]

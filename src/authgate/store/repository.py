@@ -43,6 +43,26 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class NewArtifact:
+    """An artefact to write; see :meth:`Store.put_artifacts`."""
+
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    ttl: int
+    client_id: str | None = None
+    grant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    event: str
+    client_id: str | None = None
+    subject: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class User:
     subject: str
     username: str
@@ -172,6 +192,23 @@ class Store:
                     expires_at=now + ttl,
                 )
             )
+
+    async def put_artifacts(self, items: list[NewArtifact], audit: AuditEntry | None = None) -> None:
+        """Write several artefacts and their audit record in one transaction: a token response is stored
+        whole or not at all, at the cost of one commit."""
+        now = self._now()
+        rows = [
+            {"id": a.id, "kind": a.kind, "client_id": a.client_id, "grant_id": a.grant_id, "payload": a.payload,
+             "created_at": now, "expires_at": now + a.ttl, "consumed_at": None, "revoked_at": None}
+            for a in items
+        ]
+        async with self.engine.begin() as conn:
+            if rows:
+                await conn.execute(sa.insert(t.artifacts), rows)
+            if audit is not None:
+                await conn.execute(sa.insert(t.audit_log).values(
+                    at=now, event=audit.event, client_id=audit.client_id, subject=audit.subject,
+                    detail=audit.detail or {}))
 
     async def get_artifact(self, id: str, kind: str | None = None) -> Artifact | None:
         """The artefact whatever its state (expired, consumed, revoked); callers decide."""
