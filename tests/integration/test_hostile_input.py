@@ -44,6 +44,62 @@ def _json_error(r: httpx.Response, status: int) -> str:
     return error
 
 
+# -- the token endpoint: a refused request leaves the code or refresh token usable ---------------------------
+
+
+@pytest.mark.parametrize("bad", [
+    {"scope": "read write"},                            # wider than granted
+    {"resource": "http://127.0.0.1:9999/else"},         # another audience
+    {"scope": "read\x01"},                              # malformed scope
+])
+async def test_refused_refresh_does_not_burn_the_token(dev: Any, ctx: ServerContext, bad: dict[str, str]) -> None:
+    _, http = dev
+    client_id, _ = await add_client(ctx.store)
+    tokens = await _tokens(http, client_id)
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": client_id}
+    assert _json_error(await http.post("/token", data={**form, **bad}), 400) in ("invalid_scope", "invalid_grant")
+    # Not a replay: the refresh token is still the live one, and the grant was not revoked.
+    r = await http.post("/token", data=form)
+    assert r.status_code == 200, r.text
+
+
+async def test_refresh_attempt_by_another_client_does_not_revoke_the_grant(dev: Any, ctx: ServerContext) -> None:
+    _, http = dev
+    owner, _ = await add_client(ctx.store)
+    thief, _ = await add_client(ctx.store)
+    tokens = await _tokens(http, owner)
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    assert _json_error(await http.post("/token", data={**form, "client_id": thief}), 400) == "invalid_grant"
+    r = await http.post("/token", data={**form, "client_id": owner})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("bad", [
+    {"code_verifier": "x" * 43},                         # PKCE mismatch
+    {"redirect_uri": "http://127.0.0.1:3030/other"},     # redirect_uri mismatch
+    {"resource": "http://127.0.0.1:9999/else"},          # another audience
+    {"scope": "admin"},                                  # wider than authorized
+])
+async def test_refused_code_redemption_does_not_burn_the_code(dev: Any, ctx: ServerContext,
+                                                              bad: dict[str, str]) -> None:
+    _, http = dev
+    client_id, _ = await add_client(ctx.store)
+    form = await _code_form(http, client_id)
+    assert _json_error(await http.post("/token", data={**form, **bad}), 400) in ("invalid_grant", "invalid_scope")
+    r = await http.post("/token", data=form)
+    assert r.status_code == 200, r.text
+
+
+async def test_code_presented_by_another_client_stays_with_its_owner(dev: Any, ctx: ServerContext) -> None:
+    _, http = dev
+    owner, _ = await add_client(ctx.store)
+    thief, _ = await add_client(ctx.store)
+    form = await _code_form(http, owner)
+    assert _json_error(await http.post("/token", data={**form, "client_id": thief}), 400) == "invalid_grant"
+    r = await http.post("/token", data=form)
+    assert r.status_code == 200, r.text
+
+
 # -- JSON bodies: nesting, lone surrogates, non-standard numbers --------------------------------------------
 
 

@@ -8,7 +8,7 @@ with ``Cache-Control: no-store``. Single use of codes and refresh tokens is deci
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -42,18 +42,41 @@ from authgate.store import Artifact
 GrantHandler = Callable[[ServerContext, Client, dict[str, str]], Awaitable[dict[str, Any]]]
 
 
-async def _redeem(ctx: ServerContext, client: Client, value: str, kind: str, message: str) -> Artifact:
-    """Consume a code or refresh token exactly once. A second use means the value leaked (or a rotated
-    refresh token came back): revoke everything issued from the same grant (OAuth 2.1 §4.1.3, §4.3.1)."""
-    artifact, fresh = await ctx.store.consume_artifact(token_hash(value), kind)
+async def _peek(ctx: ServerContext, client: Client, value: str, kind: str, message: str) -> Artifact:
+    """The code or refresh token as stored, if it was issued to this client. Nothing is changed yet: a request
+    that fails validation must leave a live code or refresh token usable (and is not a replay)."""
+    artifact = await ctx.store.get_artifact(token_hash(value), kind)
     if artifact is None or artifact.client_id != client.client_id:
         raise InvalidGrant(message)
-    if not fresh:
-        if artifact.consumed_at is not None and artifact.grant_id:
-            await ctx.store.revoke_grant(artifact.grant_id)
-            await ctx.store.audit(f"{kind}.replayed", client_id=client.client_id, grant_id=artifact.grant_id)
-        raise InvalidGrant(message)
+    if not artifact.usable(ctx.now()):
+        await _replayed(ctx, client, artifact, message)
     return artifact
+
+
+async def _replayed(ctx: ServerContext, client: Client, artifact: Artifact, message: str) -> NoReturn:
+    """A used code or rotated-out refresh token came back: the value leaked, so revoke everything issued from
+    the same grant (OAuth 2.1 §4.1.3, §4.3.1). Expired or revoked ones are just refused."""
+    if artifact.consumed_at is not None and artifact.grant_id:
+        await ctx.store.revoke_grant(artifact.grant_id)
+        await ctx.store.audit(f"{artifact.kind}.replayed", client_id=client.client_id, grant_id=artifact.grant_id)
+    raise InvalidGrant(message)
+
+
+async def _redeem(ctx: ServerContext, client: Client, artifact: Artifact, message: str) -> None:
+    """Consume a validated code or refresh token; exactly one concurrent request wins."""
+    current, fresh = await ctx.store.consume_artifact(artifact.id, artifact.kind)
+    if not fresh:
+        await _replayed(ctx, client, current or artifact, message)
+
+
+async def _still_live(ctx: ServerContext, artifact: Artifact, message: str) -> None:
+    """After issuing: if a concurrent replay revoked the grant while our tokens were being written, its
+    revocation may have missed them. Revoke again (now they exist) and refuse."""
+    current = await ctx.store.get_artifact(artifact.id, artifact.kind)
+    if current is None or current.revoked_at is not None:
+        if artifact.grant_id:
+            await ctx.store.revoke_grant(artifact.grant_id)
+        raise InvalidGrant(message)
 
 
 async def authorization_code_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
@@ -61,7 +84,8 @@ async def authorization_code_grant(ctx: ServerContext, client: Client, form: dic
     verifier = form.get("code_verifier")
     if not verifier:
         raise InvalidRequest("code_verifier is required (PKCE)")
-    artifact = await _redeem(ctx, client, code, AUTHORIZATION_CODE, "invalid authorization code")
+    message = "invalid authorization code"
+    artifact = await _peek(ctx, client, code, AUTHORIZATION_CODE, message)
     p = artifact.payload
     redirect_uri = form.get("redirect_uri")
     if (p["redirect_uri_given"] or redirect_uri is not None) and redirect_uri != p["redirect_uri"]:
@@ -77,13 +101,17 @@ async def authorization_code_grant(ctx: ServerContext, client: Client, form: dic
         if not set(asked) <= set(scopes):
             raise InvalidScope("scope exceeds what was authorized")
         scopes = tuple(asked)
+    await _redeem(ctx, client, artifact, message)
     grant = Grant(client.client_id, p["sub"], scopes, p["aud"], str(artifact.grant_id), p.get("auth_time"))
-    return await issue_tokens(ctx, client, grant, refresh="refresh_token" in client.grant_types)
+    response = await issue_tokens(ctx, client, grant, refresh="refresh_token" in client.grant_types)
+    await _still_live(ctx, artifact, message)
+    return response
 
 
 async def refresh_token_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
     presented = require_single(form.get("refresh_token"), "refresh_token")
-    artifact = await _redeem(ctx, client, presented, REFRESH_TOKEN, "invalid refresh token")
+    message = "invalid refresh token"
+    artifact = await _peek(ctx, client, presented, REFRESH_TOKEN, message)
     p = artifact.payload
     scopes = tuple(p["scope"])
     asked = parse_scope(form.get("scope"))
@@ -95,6 +123,7 @@ async def refresh_token_grant(ctx: ServerContext, client: Client, form: dict[str
     resource = form.get("resource")
     if resource is not None and canonical_resource(check_resource(ctx, resource)) != canonical_resource(audience):
         raise InvalidGrant("a refresh token cannot widen its audience")
+    await _redeem(ctx, client, artifact, message)
     grant = Grant(client.client_id, p["sub"], tuple(p["scope"]), audience, str(artifact.grant_id),
                   p.get("auth_time"))
     response = await issue_tokens(ctx, client, grant, refresh=True, family_expires_at=p["family_expires_at"])
@@ -103,6 +132,7 @@ async def refresh_token_grant(ctx: ServerContext, client: Client, form: dict[str
         narrowed = Grant(grant.client_id, grant.subject, scopes, audience, grant.grant_id, grant.auth_time)
         access_only = await issue_tokens(ctx, client, narrowed, refresh=False)
         response.update({k: access_only[k] for k in ("access_token", "expires_in", "scope")})
+    await _still_live(ctx, artifact, message)
     return response
 
 
