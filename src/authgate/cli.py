@@ -21,17 +21,22 @@ from authgate.config import ConfigError, Settings, load_settings
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML settings file (also AUTHGATE_CONFIG)")
-    p.add_argument("--host", help="address to bind (default 127.0.0.1; AUTHGATE_HOST)")
-    p.add_argument("--port", type=int, help="port (default 8000; AUTHGATE_PORT)")
-    p.add_argument("--issuer", help="public issuer URL, no trailing slash (default http://HOST:PORT)")
-    p.add_argument("--database-url", help="sqlite:///path or postgresql://user@host/db (default: SQLite in data dir)")
-    p.add_argument("--data-dir", help="where the default SQLite database lives")
+    """The settings flags. Defaults are suppressed so the flags work both before and after a sub-action
+    (``authgate users --data-dir d add x`` and ``authgate users add x --data-dir d``) without one copy
+    overwriting the other."""
+    quiet = argparse.SUPPRESS
+    p.add_argument("--config", default=quiet, help="TOML settings file (also AUTHGATE_CONFIG)")
+    p.add_argument("--host", default=quiet, help="address to bind (default 127.0.0.1; AUTHGATE_HOST)")
+    p.add_argument("--port", type=int, default=quiet, help="port (default 8000; AUTHGATE_PORT)")
+    p.add_argument("--issuer", default=quiet, help="public issuer URL, no trailing slash (default http://HOST:PORT)")
+    p.add_argument("--database-url", default=quiet,
+                   help="sqlite:///path or postgresql://user@host/db (default: SQLite in data dir)")
+    p.add_argument("--data-dir", default=quiet, help="where the default SQLite database lives")
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(
-        args.config,
+        getattr(args, "config", None),
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         issuer=getattr(args, "issuer", None),
@@ -140,7 +145,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
             keys = KeyRing(store)
             if args.action == "rotate":
                 await keys.ensure_key()
+                # Running servers may sign with the old key until they reload (up to 60 s), and what they
+                # signed must verify until it expires.
+                minimum = settings.access_token_ttl + 60
                 keep = args.keep_old_for if args.keep_old_for is not None else settings.access_token_ttl + 300
+                if keep < minimum:
+                    print(f"--keep-old-for must be at least {minimum} s (access-token lifetime + 60 s), or tokens "
+                          "already issued would stop verifying", file=sys.stderr)
+                    return 2
                 kid = await keys.rotate(keep_old_for=keep)
                 await store.audit("keys.rotated", kid=kid)
                 print(f"now signing with {kid}; previous keys stay published for {keep} s")
@@ -180,7 +192,23 @@ def cmd_clients(args: argparse.Namespace) -> int:
                 from authgate.dcr.initial_access import issue_initial_access_token
 
                 token = await issue_initial_access_token(store, args.ttl, args.single_use)
+                await store.audit("initial_access_token.issued", by="cli", ttl=args.ttl, single_use=args.single_use)
                 print(token)
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run() -> int:
+        store = await _with_store(settings)
+        try:
+            for event in reversed(await store.audit_events(limit=args.limit)):
+                print(json.dumps(event, default=str, sort_keys=True))
             return 0
         finally:
             await store.close()
@@ -212,10 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(p)
     users = p.add_subparsers(dest="action", required=True)
     add = users.add_parser("add")
+    _server_args(add)
     add.add_argument("username")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    users.add_parser("list")
+    _server_args(users.add_parser("list"))
     rm = users.add_parser("remove")
+    _server_args(rm)
     rm.add_argument("username")
     p.set_defaults(func=cmd_users)
 
@@ -223,23 +253,33 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(p)
     keys = p.add_subparsers(dest="action", required=True)
     rot = keys.add_parser("rotate", help="sign with a new key; old keys keep verifying until their tokens expire")
-    rot.add_argument("--keep-old-for", type=int, help="seconds to keep publishing old keys")
-    keys.add_parser("list")
+    _server_args(rot)
+    rot.add_argument("--keep-old-for", type=int,
+                     help="seconds to keep publishing old keys (at least the access-token lifetime + 60 s)")
+    _server_args(keys.add_parser("list"))
     p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("clients", help="registered clients")
     _server_args(p)
     clients = p.add_subparsers(dest="action", required=True)
-    clients.add_parser("list")
+    _server_args(clients.add_parser("list"))
     crm = clients.add_parser("remove")
+    _server_args(crm)
     crm.add_argument("client_id")
     cadd = clients.add_parser("add", help="register a static client from JSON metadata")
+    _server_args(cadd)
     cadd.add_argument("metadata", help='client metadata JSON, e.g. \'{"client_name":"rs","grant_types":'
                                        '["client_credentials"]}\'')
     iat = clients.add_parser("initial-access-token", help="issue a token that allows one (or more) registrations")
+    _server_args(iat)
     iat.add_argument("--ttl", type=int, default=86400)
     iat.add_argument("--single-use", action="store_true")
     p.set_defaults(func=cmd_clients)
+
+    p = sub.add_parser("audit", help="print the latest audit events (grants, denials, registrations), oldest first")
+    _server_args(p)
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

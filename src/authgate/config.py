@@ -82,6 +82,9 @@ class Settings:
             raise ConfigError(f"issuer must have no query, fragment or trailing slash: {issuer!r}")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ConfigError("issuer must use https unless it is on loopback")
+        if self.log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
+            # "trace" would make the HTTP server log whole request bodies, credentials included.
+            raise ConfigError("log_level must be one of critical, error, warning, info, debug")
         if self.registration not in ("open", "token", "closed"):
             raise ConfigError("registration must be one of open, token, closed")
         for name in ("access_token_ttl", "refresh_token_ttl", "code_ttl"):

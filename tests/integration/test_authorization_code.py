@@ -255,3 +255,13 @@ async def test_secrets_are_stored_only_as_hashes(dev: Any, ctx: ServerContext) -
         rows = (await conn.execute(sa.select(tables.artifacts))).all()
     dump = repr([tuple(r) for r in rows])
     assert code not in dump and body["refresh_token"] not in dump and body["access_token"] not in dump
+
+
+async def test_consent_page_lets_the_form_redirect_to_the_client(client: httpx.AsyncClient, ctx: ServerContext
+                                                                 ) -> None:
+    """Browsers apply CSP form-action to the 303 that follows the consent POST."""
+    client_id, _ = await add_client(ctx.store)
+    _, challenge = pkce_pair()
+    page = await client.get("/authorize", params=authorize_params(client_id, challenge))
+    csp = page.headers["content-security-policy"]
+    assert "form-action 'self' http://127.0.0.1:3030;" in csp and "frame-ancestors 'none'" in csp

@@ -52,7 +52,9 @@ def test_keys_rotate_keeps_old_key_published(tmp_path: Path, capsys: pytest.Capt
 
     token, store = asyncio.run(sign_with_current())
     asyncio.run(store.close())
-    code, out, _ = run(capsys, "keys", "--data-dir", str(tmp_path), "rotate", "--keep-old-for", "600")
+    code, _, err = run(capsys, "keys", "rotate", "--keep-old-for", "10", "--data-dir", str(tmp_path))
+    assert code == 2 and "at least" in err
+    code, out, _ = run(capsys, "keys", "--data-dir", str(tmp_path), "rotate", "--keep-old-for", "900")
     assert code == 0 and "now signing with" in out
     code, out, _ = run(capsys, "keys", "--data-dir", str(tmp_path), "list")
     assert out.count("\n") == 2 and "active" in out and "retired" in out
@@ -80,8 +82,12 @@ def test_clients_add_list_remove_and_iat(tmp_path: Path, capsys: pytest.CaptureF
     assert "rs" in out and "static" in out
     client_id = out.split("\t", 1)[0]
     assert run(capsys, "clients", *d, "remove", client_id)[0] == 0
-    code, out, _ = run(capsys, "clients", *d, "initial-access-token", "--ttl", "60", "--single-use")
+    code, out, _ = run(capsys, "clients", "initial-access-token", "--ttl", "60", "--single-use", *d)
     assert code == 0 and len(out.strip()) >= 40
+    token = out.strip()
+    code, out, _ = run(capsys, "audit", *d)
+    assert code == 0 and '"event": "client.added"' in out and '"event": "client.deleted"' in out
+    assert token not in out
 
 
 def test_auto_approve_refused_off_loopback(capsys: pytest.CaptureFixture[str]) -> None:

@@ -244,8 +244,9 @@ async def test_revocation(dev: Any, ctx: ServerContext) -> None:
     # unknown tokens: 200
     r = await http.post("/revoke", data={"token": "unknown-token", "client_id": client_id})
     assert r.status_code == 200
+    # an unknown hint is ignored (RFC 7009 §2.1), not refused
     r = await http.post("/revoke", data={"token": "x", "client_id": client_id, "token_type_hint": "id_token"})
-    assert r.json()["error"] == "unsupported_token_type"
+    assert r.status_code == 200
     # revoking the refresh token ends the grant, access token included
     r = await http.post("/revoke", data={"token": tokens["refresh_token"], "client_id": client_id,
                                          "token_type_hint": "refresh_token"})
@@ -315,3 +316,35 @@ async def test_tokens_and_secrets_never_logged(dev: Any, ctx: ServerContext, cap
     events = await ctx.store.audit_events()
     assert secret not in repr(events) and tokens["refresh_token"] not in repr(events)
     assert {"token.issued", "authorization.granted"} <= {e["event"] for e in events}
+
+
+async def test_offline_access_follows_the_refresh_grant(dev: Any, ctx: ServerContext) -> None:
+    """A client registered without offline_access may still ask for it when it may refresh; client
+    credentials never report it, since no refresh token comes from that grant."""
+    _, http = dev
+    client_id, _ = await add_client(ctx.store, scope="read")
+    body = await _tokens(http, client_id)  # asks for "read offline_access"
+    assert body["scope"] == "read offline_access" and body["refresh_token"]
+
+    cid, secret = await add_client(ctx.store, auth_method="client_secret_basic",
+                                   grant_types=["client_credentials"], scope="read offline_access")
+    r = await http.post("/token", data={"grant_type": "client_credentials"}, auth=(cid, secret or ""))
+    assert r.json()["scope"] == "read"
+
+
+async def test_refresh_narrows_to_the_clients_current_scopes(dev: Any, ctx: ServerContext) -> None:
+    _, http = dev
+    client_id, _ = await add_client(ctx.store, scope="read write offline_access")
+    verifier, challenge = pkce_pair()
+    q = redirect_params(await http.get("/authorize", params=authorize_params(
+        client_id, challenge, scope="read write offline_access")))
+    first = (await http.post("/token", data={"grant_type": "authorization_code", "code": q["code"],
+                                             "redirect_uri": REDIRECT, "code_verifier": verifier,
+                                             "client_id": client_id})).json()
+    assert first["scope"] == "read write offline_access"
+    record = await ctx.store.get_client(client_id)
+    assert record is not None
+    await ctx.store.update_client(client_id, metadata={**record.metadata, "scope": "read offline_access"})
+    r = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
+                                        "client_id": client_id})
+    assert r.status_code == 200 and r.json()["scope"] == "read offline_access"

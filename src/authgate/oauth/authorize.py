@@ -40,7 +40,7 @@ from authgate.oauth.clients import Client
 from authgate.oauth.policy import check_resource, grant_scopes
 from authgate.oauth.tokens import new_grant_id
 from authgate.ratelimit import RateLimiter
-from authgate.web import render
+from authgate.web import PAGE_HEADERS, render
 
 AUTHORIZATION_CODE = "authorization_code"
 PENDING_REQUEST = "authz_request"
@@ -170,10 +170,16 @@ def _page_error(exc: _PageError) -> Response:
 def _consent_page(ctx: ServerContext, req: AuthorizationRequest, request_id: str, error: str = "",
                   status_code: int = 200) -> Response:
     client = req.client
-    redirect_host = urlsplit(req.redirect_uri).hostname or req.redirect_uri
+    redirect = urlsplit(req.redirect_uri)
+    redirect_host = redirect.hostname or req.redirect_uri
+    # The form POSTs here and is answered with a 303 to the client; browsers apply form-action to that
+    # redirect too, so the client's redirect origin (or private-use scheme) must be allowed.
+    target = f"{redirect.scheme}://{redirect.netloc}" if redirect.netloc else f"{redirect.scheme}:"
+    csp = PAGE_HEADERS["Content-Security-Policy"].replace("form-action 'self'", f"form-action 'self' {target}")
     return render(
         "authorize.html",
         status_code=status_code,
+        headers={"Content-Security-Policy": csp},
         client_name=client.name,
         client_id=client.client_id,
         client_host=urlsplit(client.client_id).hostname if client.source == "metadata_document" else "",

@@ -29,9 +29,14 @@ def parse_scope(value: str | None) -> list[str]:
 
 
 def allowed_scopes(ctx: ServerContext, client: Client) -> set[str]:
+    """Known scopes the client registered (all known ones if it registered none). ``offline_access`` comes with
+    the refresh_token grant: a client that may refresh may ask for it without having listed it."""
     known = set(ctx.settings.scopes)
     registered = client.scopes
-    return known & registered if registered else known
+    allowed = known & registered if registered else set(known)
+    if "offline_access" in known and "refresh_token" in client.grant_types:
+        allowed.add("offline_access")
+    return allowed
 
 
 def grant_scopes(ctx: ServerContext, client: Client, requested: str | None) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ from authgate.oauth.client_auth import authenticate_client
 from authgate.oauth.clients import Client
 from authgate.oauth.pkce import verifier_matches
 from authgate.oauth.policy import (
+    allowed_scopes,
     canonical_resource,
     check_resource,
     grant_scopes,
@@ -113,7 +114,10 @@ async def refresh_token_grant(ctx: ServerContext, client: Client, form: dict[str
     message = "invalid refresh token"
     artifact = await _peek(ctx, client, presented, REFRESH_TOKEN, message)
     p = artifact.payload
-    scopes = tuple(p["scope"])
+    # The grant never outlives a narrowing of what the client may have (e.g. an RFC 7592 update).
+    current = allowed_scopes(ctx, client)
+    granted = tuple(s for s in p["scope"] if s in current)
+    scopes = granted
     asked = parse_scope(form.get("scope"))
     if asked:
         if not set(asked) <= set(scopes):
@@ -124,8 +128,7 @@ async def refresh_token_grant(ctx: ServerContext, client: Client, form: dict[str
     if resource is not None and canonical_resource(check_resource(ctx, resource)) != canonical_resource(audience):
         raise InvalidGrant("a refresh token cannot widen its audience")
     await _redeem(ctx, client, artifact, message)
-    grant = Grant(client.client_id, p["sub"], tuple(p["scope"]), audience, str(artifact.grant_id),
-                  p.get("auth_time"))
+    grant = Grant(client.client_id, p["sub"], granted, audience, str(artifact.grant_id), p.get("auth_time"))
     response = await issue_tokens(ctx, client, grant, refresh=True, family_expires_at=p["family_expires_at"])
     if scopes != grant.scopes:
         # Down-scoped access token; the refresh token keeps the original grant's scope.
@@ -139,7 +142,8 @@ async def refresh_token_grant(ctx: ServerContext, client: Client, form: dict[str
 async def client_credentials_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
     if client.is_public:
         raise UnauthorizedClient("public clients cannot use client_credentials")
-    scopes = grant_scopes(ctx, client, form.get("scope"))
+    # No refresh token comes from this grant, so offline_access means nothing here.
+    scopes = tuple(s for s in grant_scopes(ctx, client, form.get("scope")) if s != "offline_access")
     audience = check_resource(ctx, form.get("resource"))
     grant = Grant(client.client_id, client.client_id, scopes, audience, new_grant_id())
     return await issue_tokens(ctx, client, grant, refresh=False)

@@ -11,6 +11,10 @@ Only this module imports ``mcp`` (the ``authgate[mcp]`` extra)::
 The SDK then serves the RFC 9728 document and answers ``401``/``403`` itself. Its challenges carry no
 ``scope`` parameter; to get the full MCP challenge set, wrap the SDK's app in
 :class:`~authgate.resource.middleware.AuthGateMiddleware` instead.
+
+Deploying under a real host name: the SDK's ``streamable_http_app()`` protects against DNS rebinding by
+answering any ``Host`` other than localhost with ``421``; pass
+``transport_security=TransportSecuritySettings(allowed_hosts=["mcp.example.com"])`` to ``MCPServer``.
 """
 
 from __future__ import annotations
