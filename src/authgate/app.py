@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgate.approvals import ApprovalService
 from authgate.clock import Clock, SystemClock
 from authgate.config import Settings
 from authgate.context import ServerContext
@@ -46,8 +47,9 @@ async def build_context(settings: Settings, clock: Clock | None = None, store: S
     await keys.ensure_key()
     resolver = ClientResolver(store, cimd.make_resolver(settings, clock, fetcher=fetcher))
     limiter = RateLimiter(settings.registration_rate_limit, 60, clock)
+    approvals = ApprovalService(store, clock)
     return ServerContext(settings=settings, store=store, keys=keys, clock=clock, clients=resolver,
-                         registration_limiter=limiter)
+                         registration_limiter=limiter, approvals=approvals)
 
 
 def _discovery_routes(ctx: ServerContext) -> list[BaseRoute]:

@@ -16,6 +16,7 @@ from authgate.ratelimit import RateLimiter
 from authgate.store import Store
 
 if TYPE_CHECKING:
+    from authgate.approvals import ApprovalService
     from authgate.oauth.clients import ClientResolver
 
 
@@ -27,6 +28,7 @@ class ServerContext:
     clock: Clock
     clients: ClientResolver
     registration_limiter: RateLimiter
+    approvals: ApprovalService
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("authgate"))
 
     @property

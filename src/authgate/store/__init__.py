@@ -7,6 +7,7 @@ conditional updates, never by process memory, so it holds when many server proce
 from __future__ import annotations
 
 from authgate.store.repository import (
+    ApprovalRow,
     Artifact,
     AuditEntry,
     ClientRecord,
@@ -16,4 +17,4 @@ from authgate.store.repository import (
     User,
 )
 
-__all__ = ["Artifact", "AuditEntry", "ClientRecord", "NewArtifact", "SigningKeyRow", "Store", "User"]
+__all__ = ["ApprovalRow", "Artifact", "AuditEntry", "ClientRecord", "NewArtifact", "SigningKeyRow", "Store", "User"]

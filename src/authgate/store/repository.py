@@ -68,6 +68,29 @@ class User:
     username: str
     password_hash: str
     created_at: int
+    email: str | None = None
+    phone: str | None = None
+    webhook_url: str | None = None
+    is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    id: str
+    kind: str
+    subject: str | None
+    client_id: str | None
+    details: dict[str, Any]
+    reason: str | None
+    binding_message: str | None
+    status: str
+    created_at: int
+    expires_at: int
+    decided_at: int | None
+    decided_by: str | None
+    channel: str | None
+    link_hash: str | None
+    code_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -276,6 +299,16 @@ class Store:
             row = (await conn.execute(sa.select(t.users).where(t.users.c.username == username))).first()
         return User(**row._mapping) if row else None
 
+    async def get_user(self, subject: str) -> User | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.users).where(t.users.c.subject == subject))).first()
+        return User(**row._mapping) if row else None
+
+    async def update_user(self, username: str, **values: Any) -> bool:
+        async with self.engine.begin() as conn:
+            res = await conn.execute(sa.update(t.users).where(t.users.c.username == username).values(**values))
+        return bool(res.rowcount)
+
     async def list_users(self) -> list[User]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(sa.select(t.users).order_by(t.users.c.username))
@@ -285,6 +318,61 @@ class Store:
         async with self.engine.begin() as conn:
             res = await conn.execute(sa.delete(t.users).where(t.users.c.username == username))
         return bool(res.rowcount)
+
+    # -- approval requests ---------------------------------------------------------------------------
+
+    async def create_approval(self, row: ApprovalRow, audit: AuditEntry | None = None) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.insert(t.approval_requests).values(**row.__dict__))
+            if audit is not None:
+                await conn.execute(sa.insert(t.audit_log).values(
+                    at=self._now(), event=audit.event, client_id=audit.client_id, subject=audit.subject,
+                    detail=audit.detail or {}))
+
+    async def get_approval(self, id: str) -> ApprovalRow | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.approval_requests).where(t.approval_requests.c.id == id))).first()
+        return ApprovalRow(**row._mapping) if row else None
+
+    async def get_approval_by_link(self, link_hash: str) -> ApprovalRow | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                sa.select(t.approval_requests).where(t.approval_requests.c.link_hash == link_hash))).first()
+        return ApprovalRow(**row._mapping) if row else None
+
+    async def decide_approval(self, id: str, status: str, *, decided_by: str, channel: str,
+                              audit: AuditEntry | None = None) -> bool:
+        """Move a pending, unexpired request to ``status``; True for exactly one caller, across processes."""
+        now = self._now()
+        c = t.approval_requests.c
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                sa.update(t.approval_requests)
+                .where(c.id == id, c.status == "pending", c.expires_at > now)
+                .values(status=status, decided_at=now, decided_by=decided_by, channel=channel)
+            )
+            won = bool(res.rowcount)
+            if won and audit is not None:
+                await conn.execute(sa.insert(t.audit_log).values(
+                    at=now, event=audit.event, client_id=audit.client_id, subject=audit.subject,
+                    detail=audit.detail or {}))
+        return won
+
+    async def list_approvals(self, *, subject: str | None = None, status: str | None = None,
+                             limit: int = 100) -> list[ApprovalRow]:
+        c = t.approval_requests.c
+        query = sa.select(t.approval_requests).order_by(c.created_at.desc()).limit(limit)
+        if subject is not None:
+            query = query.where(c.subject == subject)
+        if status == "pending":
+            query = query.where(c.status == "pending", c.expires_at > self._now())
+        elif status == "expired":
+            query = query.where(c.status == "pending", c.expires_at <= self._now())
+        elif status is not None:
+            query = query.where(c.status == status)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query)
+        return [ApprovalRow(**r._mapping) for r in rows]
 
     # -- signing keys --------------------------------------------------------------------------------
 

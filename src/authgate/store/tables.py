@@ -31,6 +31,11 @@ users = sa.Table(
     sa.Column("username", sa.String(255), nullable=False, unique=True),
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # Where this person is reached for approvals (migration 0002).
+    sa.Column("email", sa.String(320)),
+    sa.Column("phone", sa.String(32)),
+    sa.Column("webhook_url", sa.String(2000)),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 signing_keys = sa.Table(
@@ -71,4 +76,27 @@ audit_log = sa.Table(
     sa.Column("client_id", sa.String(255)),
     sa.Column("subject", sa.String(255)),
     sa.Column("detail", sa.JSON, nullable=False),
+)
+
+# One row per request for a person's decision, whatever asked for it (OAuth consent, CIBA, AAuth escalation,
+# Agent Auth consent, a payment over budget). ``status`` moves from pending exactly once, by a conditional
+# UPDATE; ``link_hash`` / ``code_hash`` hold one-time link and short-code digests for out-of-band channels.
+approval_requests = sa.Table(
+    "approval_requests",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(64), index=True),
+    sa.Column("client_id", sa.String(255)),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("binding_message", sa.String(256)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("decided_at", sa.BigInteger),
+    sa.Column("decided_by", sa.String(255)),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("link_hash", sa.String(64), unique=True),
+    sa.Column("code_hash", sa.String(64)),
 )
