@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgate.approvals import ApprovalService
+from authgate.approvals import web as approvals_web
 from authgate.clock import Clock, SystemClock
 from authgate.config import Settings
 from authgate.context import ServerContext
@@ -118,6 +119,7 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         *token.routes(ctx),
         *introspection.routes(ctx),
         *dcr_endpoints.routes(ctx),
+        *approvals_web.routes(ctx),
     ]
 
     @contextlib.asynccontextmanager

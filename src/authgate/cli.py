@@ -1,4 +1,4 @@
-"""The ``authgate`` command: run the server, run the demo, manage users, keys and clients.
+"""The ``authgate`` command: run the server, run the demo, manage users, keys, clients and approvals.
 
 Settings come from ``--config FILE`` (TOML), ``AUTHGATE_*`` environment variables and flags, in that order of
 precedence (flags win). Run ``authgate <command> --help`` for each command's options.
@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import json
 import logging
+import re
 import secrets
 import sys
 import time
@@ -120,13 +121,109 @@ def cmd_users(args: argparse.Namespace) -> int:
                 print(f"added user {args.username}")
             elif args.action == "list":
                 for user in await store.list_users():
-                    print(f"{user.username}\t{user.subject}")
+                    channels = [f"email={user.email}" if user.email else "", f"phone={user.phone}" if user.phone
+                                else "", f"webhook={user.webhook_url}" if user.webhook_url else "",
+                                "admin" if user.is_admin else ""]
+                    print("\t".join([user.username, user.subject, *[c for c in channels if c]]))
+            elif args.action == "set-channels":
+                try:
+                    values = _channel_values(args)
+                except ValueError as exc:
+                    print(f"authgate: {exc}", file=sys.stderr)
+                    return 2
+                if not values:
+                    print("nothing to change: give --email, --phone, --webhook-url or --admin/--no-admin",
+                          file=sys.stderr)
+                    return 2
+                if not await store.update_user(args.username, **values):
+                    print(f"no user {args.username!r}", file=sys.stderr)
+                    return 1
+                await store.audit("user.channels_changed", subject=args.username, fields=sorted(values))
+                print(f"updated {', '.join(sorted(values))} for {args.username}")
             elif args.action == "remove":
                 if not await store.remove_user(args.username):
                     print(f"no user {args.username!r}", file=sys.stderr)
                     return 1
                 await store.audit("user.removed", subject=args.username)
                 print(f"removed user {args.username}")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+
+
+def _channel_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The user columns to change; an empty value clears a channel. Raises ValueError for a bad value."""
+    from urllib.parse import urlsplit
+
+    from authgate.config import is_loopback_host
+
+    values: dict[str, Any] = {}
+    if args.email is not None:
+        if args.email and (len(args.email) > 254 or not _EMAIL.match(args.email)):
+            raise ValueError(f"not an e-mail address: {args.email!r}")
+        values["email"] = args.email or None
+    if args.phone is not None:
+        if args.phone and not _E164.match(args.phone):
+            raise ValueError(f"phone must be in E.164 form, like +14155550123: {args.phone!r}")
+        values["phone"] = args.phone or None
+    if args.webhook_url is not None:
+        url = args.webhook_url
+        if url:
+            try:
+                parts = urlsplit(url)
+                host = parts.hostname
+                parts.port  # noqa: B018 - raises ValueError for a malformed port
+            except ValueError as exc:
+                raise ValueError(f"not a URL: {url!r}") from exc
+            if (len(url) > 2048 or not host or parts.username is not None or parts.fragment
+                    or not url.isascii() or any(c.isspace() for c in url)):
+                raise ValueError(f"webhook URL must be an absolute URL without credentials or fragment: {url!r}")
+            if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(host)):
+                raise ValueError(f"webhook URL must use https (http only on loopback): {url!r}")
+        values["webhook_url"] = url or None
+    if args.admin is not None:
+        values["is_admin"] = bool(args.admin)
+    return values
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from authgate.approvals import ApprovalError, ApprovalService
+    from authgate.clock import SystemClock
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        store = await _with_store(settings)
+        try:
+            service = ApprovalService(store, SystemClock())
+            if args.action == "list":
+                if args.all:
+                    found = [await service.get(row.id) for row in await store.list_approvals(limit=args.limit)]
+                    requests = [r for r in found if r is not None]
+                else:
+                    requests = await service.pending_for(None, limit=args.limit)
+                names = {u.subject: u.username for u in await store.list_users()}
+                for r in requests:
+                    who = names.get(r.subject, r.subject) if r.subject else "-"
+                    print("\t".join([r.id, r.kind, r.status, who or "-", r.client_id or "-",
+                                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.expires_at))]))
+                return 0
+            approve = args.action == "approve"
+            try:
+                decided = await service.decide(args.id, approve, by="operator", channel="cli", is_admin=True)
+            except ApprovalError as exc:
+                messages = {"not_found": "no such request", "already_decided": "already decided",
+                            "expired": "expired"}
+                print(f"approval {args.id!r}: {messages.get(exc.code, exc.code)}", file=sys.stderr)
+                return 1
+            print(f"{decided.status} {decided.id}")
             return 0
         finally:
             await store.close()
@@ -247,7 +344,28 @@ def build_parser() -> argparse.ArgumentParser:
     rm = users.add_parser("remove")
     _server_args(rm)
     rm.add_argument("username")
+    ch = users.add_parser("set-channels", help="where the user gets approval requests; an empty value clears one")
+    _server_args(ch)
+    ch.add_argument("username")
+    ch.add_argument("--email", help="e-mail address")
+    ch.add_argument("--phone", help="mobile number for SMS, E.164 (+14155550123)")
+    ch.add_argument("--webhook-url", help="https URL (http only on loopback) that receives signed requests")
+    ch.add_argument("--admin", action=argparse.BooleanOptionalAction, default=None,
+                    help="may see and decide everyone's approval requests")
     p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("approvals", help="requests waiting for a person: list, approve or deny as the operator")
+    _server_args(p)
+    approvals = p.add_subparsers(dest="action", required=True)
+    lst = approvals.add_parser("list", help="pending requests (--all: every state)")
+    _server_args(lst)
+    lst.add_argument("--all", action="store_true", help="include approved, denied and expired requests")
+    lst.add_argument("--limit", type=int, default=100)
+    for action in ("approve", "deny"):
+        dec = approvals.add_parser(action, help=f"{action} a pending request as the operator")
+        _server_args(dec)
+        dec.add_argument("id")
+    p.set_defaults(func=cmd_approvals)
 
     p = sub.add_parser("keys", help="signing keys")
     _server_args(p)

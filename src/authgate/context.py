@@ -30,6 +30,11 @@ class ServerContext:
     registration_limiter: RateLimiter
     approvals: ApprovalService
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("authgate"))
+    #: Password attempts per username and address, shared by every sign-in form (sign-in page, consent page).
+    login_limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.login_limiter = RateLimiter(10, 60, self.clock)
 
     @property
     def issuer(self) -> str:

@@ -265,3 +265,80 @@ async def test_consent_page_lets_the_form_redirect_to_the_client(client: httpx.A
     page = await client.get("/authorize", params=authorize_params(client_id, challenge))
     csp = page.headers["content-security-policy"]
     assert "form-action 'self' http://127.0.0.1:3030;" in csp and "frame-ancestors 'none'" in csp
+
+
+async def _sign_in(client: httpx.AsyncClient, username: str = "alice", password: str = "correct horse") -> None:
+    page = await client.get("/signin")
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    r = await client.post("/signin", data={"csrf": csrf, "username": username, "password": password})
+    assert r.status_code == 303
+
+
+async def _consents(ctx: ServerContext) -> list[tuple[str, str | None, str | None]]:
+    rows = await ctx.store.list_approvals()
+    return [(r.status, r.subject, r.decided_by) for r in rows if r.kind == "oauth_consent"]
+
+
+async def test_signed_in_consent_uses_the_session_and_csrf(client: httpx.AsyncClient, ctx: ServerContext) -> None:
+    client_id, _ = await add_client(ctx.store, client_name="<b>agent</b>")
+    subject = await add_user(ctx.store, "alice", "correct horse")
+    await _sign_in(client)
+    verifier, challenge = pkce_pair()
+    params = authorize_params(client_id, challenge)
+    page = await client.get("/authorize", params=params)
+    assert page.status_code == 200 and "Signed in as <strong>alice</strong>" in page.text
+    assert 'name="password"' not in page.text and "<b>agent</b>" not in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    request_id = page.text.split('name="request_id" value="', 1)[1].split('"', 1)[0]
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+    for bad in ({}, {"csrf": "wrong"}):
+        r = await client.post("/authorize", data={"request_id": request_id, "decision": "approve", **bad})
+        assert r.status_code == 403 and "location" not in r.headers
+    assert await _consents(ctx) == []
+
+    ok = await client.post("/authorize", data={"request_id": request_id, "decision": "approve", "csrf": csrf})
+    q = redirect_params(ok)
+    assert q["iss"] == ISSUER and q["state"] == params["state"]
+    token = await client.post("/token", data={
+        "grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT,
+        "code_verifier": verifier, "client_id": client_id})
+    assert token.status_code == 200
+    assert await _consents(ctx) == [("approved", subject, subject)]
+
+
+async def test_signed_in_consent_still_needs_the_browser_that_opened_it(client: httpx.AsyncClient,
+                                                                        ctx: ServerContext) -> None:
+    client_id, _ = await add_client(ctx.store)
+    await add_user(ctx.store, "alice", "correct horse")
+    await _sign_in(client)
+    _, challenge = pkce_pair()
+    page = await client.get("/authorize", params=authorize_params(client_id, challenge))
+    request_id = page.text.split('name="request_id" value="', 1)[1].split('"', 1)[0]
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    client.cookies.delete("authgate_authz")
+    r = await client.post("/authorize", data={"request_id": request_id, "decision": "approve", "csrf": csrf})
+    assert r.status_code == 400 and "location" not in r.headers
+
+
+async def test_password_consent_signs_in_and_is_recorded(client: httpx.AsyncClient, ctx: ServerContext) -> None:
+    client_id, _ = await add_client(ctx.store)
+    subject = await add_user(ctx.store, "alice", "correct horse")
+    _, challenge = pkce_pair()
+    page = await client.get("/authorize", params=authorize_params(client_id, challenge))
+    request_id = page.text.split('name="request_id" value="', 1)[1].split('"', 1)[0]
+    ok = await client.post("/authorize", data={"request_id": request_id, "username": "alice",
+                                                "password": "correct horse", "decision": "approve"})
+    assert "code" in redirect_params(ok) and "authgate_session=" in ok.headers.get("set-cookie", "")
+    assert await _consents(ctx) == [("approved", subject, subject)]
+    assert (await client.get("/approvals")).status_code == 200  # now signed in
+
+
+async def test_deny_is_recorded_as_a_consent_decision(client: httpx.AsyncClient, ctx: ServerContext) -> None:
+    client_id, _ = await add_client(ctx.store)
+    _, challenge = pkce_pair()
+    page = await client.get("/authorize", params=authorize_params(client_id, challenge))
+    request_id = page.text.split('name="request_id" value="', 1)[1].split('"', 1)[0]
+    r = await client.post("/authorize", data={"request_id": request_id, "decision": "deny"})
+    assert redirect_params(r)["error"] == "access_denied"
+    assert await _consents(ctx) == [("denied", None, "anonymous")]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -117,3 +118,82 @@ def test_serve_starts_and_serves_metadata(tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=15)
     assert "Traceback" not in out
+
+
+def _store_call(tmp_path: Path, fn: Any) -> Any:
+    async def go() -> Any:
+        store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'authgate.db'}")
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def test_users_set_channels_validates_and_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    assert run(capsys, "users", *d, "add", "alice", "--password-stdin", stdin="s3cret-pass\n")[0] == 0
+    code, out, _ = run(capsys, "users", "set-channels", "alice", "--email", "alice@example.com", "--phone",
+                       "+14155550123", "--webhook-url", "https://hooks.example/a", "--admin", *d)
+    assert code == 0 and "email" in out
+    code, out, _ = run(capsys, "users", *d, "list")
+    assert "email=alice@example.com" in out and "phone=+14155550123" in out
+    assert "webhook=https://hooks.example/a" in out and out.rstrip().endswith("admin")
+    user = _store_call(tmp_path, lambda s: s.get_user_by_name("alice"))
+    assert user.is_admin and user.email == "alice@example.com"
+
+    for bad in (["--email", "not-an-address"], ["--email", "a@b"], ["--email", "a b@example.com"],
+                ["--phone", "4155550123"], ["--phone", "+0123"], ["--phone", "+1415555012345678"],
+                ["--webhook-url", "http://hooks.example/a"], ["--webhook-url", "https://u:p@hooks.example/"],
+                ["--webhook-url", "ftp://hooks.example/"], ["--webhook-url", "https:///nohost"]):
+        code, _, err = run(capsys, "users", *d, "set-channels", "alice", *bad)
+        assert code == 2 and err, bad
+    assert _store_call(tmp_path, lambda s: s.get_user_by_name("alice")) == user  # nothing changed
+
+    assert run(capsys, "users", *d, "set-channels", "alice", "--webhook-url", "http://127.0.0.1:8080/hook")[0] == 0
+    assert run(capsys, "users", *d, "set-channels", "alice", "--email", "", "--no-admin")[0] == 0
+    user = _store_call(tmp_path, lambda s: s.get_user_by_name("alice"))
+    assert user.email is None and not user.is_admin and user.webhook_url == "http://127.0.0.1:8080/hook"
+    assert user.phone == "+14155550123"
+    assert run(capsys, "users", *d, "set-channels", "bob", "--email", "b@example.com")[0] == 1
+    assert run(capsys, "users", *d, "set-channels", "alice")[0] == 2
+
+
+def test_approvals_list_approve_deny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from authgate.approvals import ApprovalService
+    from authgate.clock import SystemClock
+
+    d = ["--data-dir", str(tmp_path)]
+    assert run(capsys, "users", *d, "add", "alice", "--password-stdin", stdin="s3cret-pass\n")[0] == 0
+    subject = _store_call(tmp_path, lambda s: s.get_user_by_name("alice")).subject
+
+    async def create(store: Store) -> list[str]:
+        svc = ApprovalService(store, SystemClock())
+        return [(await svc.create(kind="scope_escalation", subject=subject, client_id="agent-1",
+                                  details={}, ttl=ttl)).id for ttl in (300, 300, 1)]
+
+    first, second, short = _store_call(tmp_path, create)
+    time.sleep(1.1)  # let the third one expire
+    code, out, _ = run(capsys, "approvals", "list", *d)
+    assert code == 0 and first in out and second in out and short not in out
+    assert "alice" in out and "pending" in out
+
+    code, out, _ = run(capsys, "approvals", *d, "approve", first)
+    assert code == 0 and out.startswith("approved")
+    code, out, _ = run(capsys, "approvals", "deny", second, *d)
+    assert code == 0 and out.startswith("denied")
+    code, _, err = run(capsys, "approvals", *d, "deny", first)
+    assert code == 1 and "already decided" in err
+    code, _, err = run(capsys, "approvals", *d, "approve", short)
+    assert code == 1 and "expired" in err
+    code, _, err = run(capsys, "approvals", *d, "approve", "nope")
+    assert code == 1 and "no such request" in err
+
+    code, out, _ = run(capsys, "approvals", *d, "list")
+    assert out == ""
+    code, out, _ = run(capsys, "approvals", *d, "list", "--all")
+    lines = {line.split("\t")[0]: line.split("\t")[2] for line in out.splitlines()}
+    assert lines == {first: "approved", second: "denied", short: "expired"}
+    decided = _store_call(tmp_path, lambda s: s.get_approval(first))
+    assert decided.decided_by == "operator" and decided.channel == "cli"

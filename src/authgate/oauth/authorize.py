@@ -20,13 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from authgate.config import is_loopback_host
 from authgate.context import ServerContext
-from authgate.crypto.hashing import (
-    DUMMY_PASSWORD_HASH,
-    new_token,
-    token_hash,
-    verify_password,
-    verify_token_hash,
-)
+from authgate.crypto.hashing import new_token, token_hash, verify_token_hash
 from authgate.errors import (
     AccessDenied,
     InvalidRequest,
@@ -39,13 +33,14 @@ from authgate.httputil import query_params, read_form
 from authgate.oauth.clients import Client
 from authgate.oauth.policy import check_resource, grant_scopes
 from authgate.oauth.tokens import new_grant_id
-from authgate.ratelimit import RateLimiter
 from authgate.web import PAGE_HEADERS, render
+from authgate.web.session import Session, check_password, client_ip, current, sign_in
 
 AUTHORIZATION_CODE = "authorization_code"
 PENDING_REQUEST = "authz_request"
 PENDING_TTL = 600
 COOKIE = "authgate_authz"
+CONSENT_KIND = "oauth_consent"
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
@@ -167,8 +162,8 @@ def _page_error(exc: _PageError) -> Response:
     return render("error.html", status_code=400, error=exc.error, description=exc.description)
 
 
-def _consent_page(ctx: ServerContext, req: AuthorizationRequest, request_id: str, error: str = "",
-                  status_code: int = 200) -> Response:
+def _consent_page(ctx: ServerContext, req: AuthorizationRequest, request_id: str, session: Session | None,
+                  error: str = "", status_code: int = 200) -> Response:
     client = req.client
     redirect = urlsplit(req.redirect_uri)
     redirect_host = redirect.hostname or req.redirect_uri
@@ -190,6 +185,8 @@ def _consent_page(ctx: ServerContext, req: AuthorizationRequest, request_id: str
         request_id=request_id,
         action=f"{ctx.issuer}/authorize",
         error=error,
+        user=session.user if session else None,
+        csrf=session.csrf if session else "",
     )
 
 
@@ -206,10 +203,29 @@ def _pending_payload(req: AuthorizationRequest, cookie_hash: str) -> dict[str, A
     }
 
 
-def routes(ctx: ServerContext) -> list[BaseRoute]:
-    login_limiter = RateLimiter(10, 60, ctx.clock)
+async def _record_consent(ctx: ServerContext, req: AuthorizationRequest, subject: str | None, approve: bool
+                          ) -> None:
+    """Record the decision as an ``oauth_consent`` approval request (created and decided at once), so consent
+    sits in the same audit trail as every other approval. A deny from someone not signed in has no subject;
+    the browser holding the bound request may always refuse it, recorded as decided by ``anonymous``."""
+    created = await ctx.approvals.create(
+        kind=CONSENT_KIND, subject=subject, client_id=req.client.client_id,
+        details={"scopes": list(req.scopes), "resource": req.audience, "redirect_uri": req.redirect_uri},
+        ttl=60)
+    await ctx.approvals.decide(created.id, approve, by=subject or "anonymous", channel="web",
+                               is_admin=subject is None)
 
-    async def start(params: dict[str, str]) -> Response:
+
+def _forbidden() -> Response:
+    return render("error.html", status_code=403, error="invalid_request",
+                  description="This form is out of date or was not sent from this site. Nothing was changed; "
+                              "start again from the application.")
+
+
+def routes(ctx: ServerContext) -> list[BaseRoute]:
+    login_limiter = ctx.login_limiter
+
+    async def start(request: Request, params: dict[str, str]) -> Response:
         try:
             req = await _validate(ctx, params)
         except _PageError as exc:
@@ -226,7 +242,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         cookie = new_token()
         await ctx.store.put_artifact(token_hash(request_id), PENDING_REQUEST, _pending_payload(req, token_hash(cookie)),
                                      PENDING_TTL, client_id=req.client.client_id)
-        response = _consent_page(ctx, req, request_id)
+        response = _consent_page(ctx, req, request_id, await current(ctx, request))
         response.set_cookie(COOKIE, cookie, max_age=PENDING_TTL, path="/authorize", httponly=True, samesite="lax",
                             secure=ctx.issuer.startswith("https://"))
         return response
@@ -236,7 +252,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
             params = query_params(request)
         except OAuthError as exc:
             return render("error.html", status_code=400, error=exc.error, description=exc.description)
-        return await start(params)
+        return await start(request, params)
 
     async def authorize_post(request: Request) -> Response:
         try:
@@ -244,7 +260,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         except OAuthError as exc:
             return render("error.html", status_code=exc.status_code, error=exc.error, description=exc.description)
         if "request_id" not in form:
-            return await start(form)  # an authorization request sent as a form POST
+            return await start(request, form)  # an authorization request sent as a form POST
         return await decide(request, form)
 
     async def decide(request: Request, form: dict[str, str]) -> Response:
@@ -264,28 +280,37 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
                           description="The application is no longer registered.")
         req = AuthorizationRequest(client, p["redirect_uri"], p["redirect_uri_given"], p["state"],
                                    tuple(p["scopes"]), p["aud"], p["code_challenge"])
+        session = await current(ctx, request)
+        with_password = "username" in form or "password" in form
+        if session is not None and not with_password and not session.csrf_ok(form.get("csrf")):
+            return _forbidden()
         if form.get("decision") != "approve":
             if (await ctx.store.consume_artifact(pending_id, PENDING_REQUEST))[1]:
                 await ctx.store.audit("authorization.denied", client_id=client.client_id)
+                await _record_consent(ctx, req, session.user.subject if session and not with_password else None,
+                                      False)
             return _error_redirect(ctx, _RedirectError(req.redirect_uri, req.state,
                                                        AccessDenied("the user denied the request")))
-        username = form.get("username", "")[:255]
-        ip = request.client.host if request.client else "unknown"
-        if await login_limiter.hit(f"{username}\x00{ip}") is not None:
-            return render("error.html", status_code=429, error="too_many_attempts",
-                          description="Too many sign-in attempts. Wait a minute and try again.")
-        user = await ctx.store.get_user_by_name(username)
-        ok = verify_password(form.get("password", ""), user.password_hash if user else DUMMY_PASSWORD_HASH)
-        if user is None or not ok:
-            await ctx.store.audit("login.failed", client_id=client.client_id)
-            return _consent_page(ctx, req, form["request_id"], error="Wrong username or password.",
-                                 status_code=401)
+        user = session.user if session is not None and not with_password else None
+        if user is None:
+            username = form.get("username", "")[:255]
+            if await login_limiter.hit(f"{username}\x00{client_ip(request)}") is not None:
+                return render("error.html", status_code=429, error="too_many_attempts",
+                              description="Too many sign-in attempts. Wait a minute and try again.")
+            user = await check_password(ctx, username, form.get("password", ""))
+            if user is None:
+                await ctx.store.audit("login.failed", client_id=client.client_id)
+                return _consent_page(ctx, req, form["request_id"], None, error="Wrong username or password.",
+                                     status_code=401)
         _, fresh = await ctx.store.consume_artifact(pending_id, PENDING_REQUEST)
         if not fresh:
             return render("error.html", status_code=400, error="invalid_request",
                           description="This authorization request was already answered.")
+        await _record_consent(ctx, req, user.subject, True)
         response = await _issue_code(ctx, req, user.subject)
         response.delete_cookie(COOKIE, path="/authorize")
+        if with_password:
+            await sign_in(ctx, request, response, user)
         return response
 
     async def endpoint(request: Request) -> Response:
