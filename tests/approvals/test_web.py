@@ -122,6 +122,7 @@ async def test_signin_is_rate_limited(client: httpx.AsyncClient, ctx: ServerCont
     await add_user(ctx.store, "alice", PASSWORD)
     codes = [(await _signin(client, "alice", "nope")).status_code for _ in range(11)]
     assert codes[:10] == [401] * 10 and codes[10] == 429
+    assert "Too many sign-in attempts" in (await _signin(client, "alice", "nope")).text
     assert (await _signin(client, "alice")).status_code == 429  # even the right password, until the window ends
     ctx.clock.advance(61)  # type: ignore[attr-defined]
     assert (await _signin(client, "alice")).status_code == 303

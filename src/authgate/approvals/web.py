@@ -168,8 +168,8 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
                             link_text="Sign in")
         username = form.get("username", "")[:255]
         if await ctx.login_limiter.hit(f"{username}\x00{client_ip(request)}") is not None:
-            return render("error.html", status_code=429, error="too_many_attempts",
-                          description="Too many sign-in attempts. Wait a minute and try again.")
+            return _message("Too many attempts", "Too many sign-in attempts. Wait a minute and try again.", 429,
+                            link="/signin", link_text="Sign in")
         user = await check_password(ctx, username, form.get("password", ""))
         if user is None:
             await ctx.store.audit("login.failed")
