@@ -85,3 +85,24 @@ async def test_wait_returns_on_decision_or_timeout(ctx: ServerContext) -> None:
     done = await svc.wait(rid, timeout=5, poll_interval=0.01)
     await task
     assert done.status == "approved"
+
+
+async def test_notifier_called_unless_told_not_to(ctx: ServerContext) -> None:
+    seen: list[str] = []
+
+    class Recorder:
+        async def notify(self, request: object) -> None:
+            seen.append(getattr(request, "id"))  # noqa: B009
+
+    class Broken:
+        async def notify(self, request: object) -> None:
+            raise RuntimeError("channel down")
+
+    svc = ApprovalService(ctx.store, ctx.clock, notifier=Recorder())
+    announced = await _request(svc)
+    await _request(svc, notify=False)
+    assert seen == [announced]
+    # a failing channel never breaks the requester; the request stays pending in the inbox
+    broken = ApprovalService(ctx.store, ctx.clock, notifier=Broken())
+    rid = await _request(broken)
+    assert (await broken.get(rid)).status == "pending"  # type: ignore[union-attr]

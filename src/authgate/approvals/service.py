@@ -101,9 +101,11 @@ class ApprovalService:
 
     async def create(self, *, kind: str, subject: str | None, client_id: str | None, details: dict[str, Any],
                      reason: str | None = None, binding_message: str | None = None, ttl: int | None = None,
-                     link_hash: str | None = None, code_hash: str | None = None) -> ApprovalRequest:
+                     link_hash: str | None = None, code_hash: str | None = None, notify: bool = True
+                     ) -> ApprovalRequest:
         """Record a pending request and hand it to the notifier. Delivery failures are logged, not raised:
-        the request stays visible in the web inbox."""
+        the request stays visible in the web inbox. ``notify=False`` records a request the person is deciding
+        right now (the consent page), which no channel needs to announce."""
         now = self._now()
         lifetime = min(max(1, ttl or self.default_ttl), self.max_ttl)
         row = ApprovalRow(
@@ -116,7 +118,7 @@ class ApprovalService:
         await self.store.create_approval(row, AuditEntry("approval.requested", client_id, subject,
                                                          {"id": row.id, "kind": row.kind}))
         request = _view(row, now)
-        if self.notifier is not None:
+        if notify and self.notifier is not None:
             try:
                 await self.notifier.notify(request)
             except Exception:

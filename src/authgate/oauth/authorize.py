@@ -211,7 +211,7 @@ async def _record_consent(ctx: ServerContext, req: AuthorizationRequest, subject
     created = await ctx.approvals.create(
         kind=CONSENT_KIND, subject=subject, client_id=req.client.client_id,
         details={"scopes": list(req.scopes), "resource": req.audience, "redirect_uri": req.redirect_uri},
-        ttl=60)
+        ttl=60, notify=False)
     await ctx.approvals.decide(created.id, approve, by=subject or "anonymous", channel="web",
                                is_admin=subject is None)
 
