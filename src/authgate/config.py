@@ -59,6 +59,36 @@ class Settings:
     allow_loopback_fetch: bool = False
     log_level: str = "info"
 
+    # -- approval delivery channels and one-time links (authgate.approvals.channels, .links) -------------
+    #: Request kind -> channel names (``email``, ``sms``, ``webhook``, ``console``); key ``"*"`` is the
+    #: fallback. A kind not listed (and no ``"*"``) goes to every channel the user has.
+    approvals_channels: dict[str, Any] = field(default_factory=dict)
+    #: ``auto``: the console channel prints links when the issuer is on loopback (development); ``on``/``off``.
+    approvals_console: str = "auto"
+    #: A one-time link alone never approves. Off: it leads to the signed-in request page. On: it opens a page
+    #: where the person enters the 6-digit code sent on one of ``approvals_code_channels``.
+    approvals_link_requires_code: bool = False
+    approvals_code_channels: tuple[str, ...] = ("sms", "console")
+    approvals_code_attempts: int = 5
+    approvals_delivery_concurrency: int = 8
+    approvals_delivery_timeout: int = 10
+    #: HMAC-SHA256 key for the ``authgate-signature`` header; the webhook channel is off while it is empty.
+    approvals_webhook_secret: str = ""
+    #: Development and tests only: let webhooks and the SMS API be plain http to loopback.
+    delivery_allow_loopback: bool = False
+    #: E-mail: off while ``smtp_host`` is empty. ``smtp_security``: ``starttls``, ``tls`` (implicit) or ``none``.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = ""
+    #: SMS through a Twilio-shaped API: off while ``sms_base_url`` is empty.
+    sms_base_url: str = ""
+    sms_account_sid: str = ""
+    sms_auth_token: str = ""
+    sms_from: str = ""
+
     @property
     def issuer_url(self) -> str:
         if self.issuer:
@@ -92,7 +122,35 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
         if not set(self.default_scopes) <= set(self.scopes):
             raise ConfigError("default_scopes must be a subset of scopes")
+        _validate_delivery(self)
         return self
+
+
+_CHANNELS = ("email", "sms", "webhook", "console")
+
+
+def _validate_delivery(s: Settings) -> None:
+    """The approval-delivery block of :meth:`Settings.validate`."""
+    for kind, names in s.approvals_channels.items():
+        if not isinstance(names, list | tuple) or not all(n in _CHANNELS for n in names):
+            raise ConfigError(f"approvals_channels[{kind!r}] must be a list of {', '.join(_CHANNELS)}")
+    if not set(s.approvals_code_channels) <= set(_CHANNELS):
+        raise ConfigError(f"approvals_code_channels must name channels among {', '.join(_CHANNELS)}")
+    if s.approvals_console not in ("auto", "on", "off"):
+        raise ConfigError("approvals_console must be one of auto, on, off")
+    for name in ("approvals_code_attempts", "approvals_delivery_concurrency", "approvals_delivery_timeout"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if s.smtp_security not in ("starttls", "tls", "none"):
+        raise ConfigError("smtp_security must be one of starttls, tls, none")
+    if s.smtp_host and s.smtp_security == "none" and s.smtp_username and not is_loopback_host(s.smtp_host):
+        raise ConfigError("SMTP credentials are only sent over TLS (smtp_security none is for loopback)")
+    if s.sms_base_url:
+        parts = urlsplit(s.sms_base_url)
+        if not parts.hostname or parts.scheme not in ("https", "http"):
+            raise ConfigError("sms_base_url must be an absolute https URL")
+        if parts.scheme == "http" and not (s.delivery_allow_loopback and is_loopback_host(parts.hostname)):
+            raise ConfigError("sms_base_url must use https (plain http only to loopback with delivery_allow_loopback)")
 
 
 def is_loopback_host(host: str) -> bool:
