@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/conformance-setup.sh || echo "warning: MCP conformance suite not installed; its test will skip" >&2
+bash scripts/browser-setup.sh || echo "warning: chromium not installed; the browser tests will skip" >&2
 echo "==> ruff" >&2
 .venv/bin/ruff check src tests benchmarks
 echo "==> mypy" >&2
