@@ -33,7 +33,7 @@ from authgate.config import Settings
 from authgate.dcr.redirects import check_redirect_uris
 from authgate.errors import InvalidClientMetadata, InvalidRedirectURI
 from authgate.net.jwks import check_public_jwks
-from authgate.oauth.metadata import ASSERTION_ALGS, CLIENT_AUTH_METHODS, GRANT_TYPES
+from authgate.oauth.metadata import ASSERTION_ALGS, CIBA_GRANT_TYPE, CLIENT_AUTH_METHODS, GRANT_TYPES
 
 DEFAULT_AUTH_METHOD = "client_secret_basic"
 SECRET_AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post"})
@@ -78,8 +78,9 @@ def validate_client_metadata(request: Mapping[str, Any], settings: Settings) -> 
         redirect_uris = check_redirect_uris(request.get("redirect_uris"), required=False)
         if redirect_uris:
             out["redirect_uris"] = redirect_uris
-    if "client_credentials" in grant_types and auth_method == "none":
-        raise InvalidClientMetadata("client_credentials requires a confidential client (not method none)")
+    for confidential_only in ("client_credentials", CIBA_GRANT_TYPE):
+        if confidential_only in grant_types and auth_method == "none":
+            raise InvalidClientMetadata(f"{confidential_only} requires a confidential client (not method none)")
 
     out["token_endpoint_auth_method"] = auth_method
     out["grant_types"] = grant_types
@@ -171,8 +172,8 @@ def _grant_types(value: object) -> list[str]:
             raise InvalidClientMetadata(_REJECTED_GRANTS[grant])
         if grant not in GRANT_TYPES:
             raise InvalidClientMetadata("unsupported grant type")
-    if "refresh_token" in grants and "authorization_code" not in grants:
-        raise InvalidClientMetadata("refresh_token requires the authorization_code grant")
+    if "refresh_token" in grants and not {"authorization_code", CIBA_GRANT_TYPE} & set(grants):
+        raise InvalidClientMetadata("refresh_token requires the authorization_code or CIBA grant")
     return grants
 
 

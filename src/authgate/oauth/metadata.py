@@ -11,7 +11,8 @@ from typing import Any
 from authgate.config import Settings
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
-GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
+CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
+GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials", CIBA_GRANT_TYPE]
 ASSERTION_ALGS = ["ES256", "RS256", "PS256", "EdDSA", "Ed25519"]
 
 
@@ -36,6 +37,9 @@ def server_metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint": f"{issuer}/introspect",
         "introspection_endpoint_auth_methods_supported": [m for m in CLIENT_AUTH_METHODS if m != "none"],
         "subject_types_supported": ["public"],
+        "backchannel_authentication_endpoint": f"{issuer}/bc-authorize",
+        "backchannel_token_delivery_modes_supported": ["poll"],
+        "backchannel_user_code_parameter_supported": False,
     }
     if settings.registration != "closed":
         doc["registration_endpoint"] = f"{issuer}/register"

@@ -26,8 +26,10 @@ from authgate.errors import (
 )
 from authgate.httputil import json_response, oauth_endpoint, read_form
 from authgate.oauth.authorize import AUTHORIZATION_CODE
+from authgate.oauth.ciba import ciba_grant
 from authgate.oauth.client_auth import authenticate_client
 from authgate.oauth.clients import Client
+from authgate.oauth.metadata import CIBA_GRANT_TYPE
 from authgate.oauth.pkce import verifier_matches
 from authgate.oauth.policy import (
     allowed_scopes,
@@ -153,6 +155,7 @@ GRANTS: dict[str, GrantHandler] = {
     "authorization_code": authorization_code_grant,
     "refresh_token": refresh_token_grant,
     "client_credentials": client_credentials_grant,
+    CIBA_GRANT_TYPE: ciba_grant,
 }
 
 

@@ -1,0 +1,249 @@
+"""OpenID Client-Initiated Backchannel Authentication (CIBA Core 1.0), poll mode, backed by the approval service.
+
+https://openid.net/specs/openid-client-initiated-backchannel-authentication-core-1_0.html
+
+* ``POST /bc-authorize`` (§7): a confidential client that registered the CIBA grant names a person by
+  ``login_hint`` (their username) and asks for ``scope`` on a ``resource`` (RFC 8707). We record an approval
+  request of kind ``ciba`` for that person and answer ``auth_req_id``, ``expires_in`` and ``interval`` (§7.3).
+* ``grant_type=urn:openid:params:grant-type:ciba`` at the token endpoint (§10, §11): ``authorization_pending``
+  until the person decides, ``slow_down`` (and the interval grows by 5 s) when polled faster than the interval,
+  ``access_denied``, ``expired_token``, or the tokens, once.
+
+Choices of this profile:
+
+* authgate is an OAuth authorization server, not an OpenID Provider: no ID token is issued. ``openid`` in
+  ``scope`` is accepted (standard CIBA clients always send it) and ignored; at least one other scope must be
+  asked for, and every one of those must be allowed for the client.
+* Only ``login_hint`` is supported; ``login_hint_token``, ``id_token_hint``, ``user_code`` and signed
+  authentication requests (``request``) are refused with ``invalid_request``. ``acr_values`` is ignored.
+* Poll mode only; ``client_notification_token`` is ignored.
+* ``auth_req_id`` is a 256-bit random value; the store keeps only its SHA-256 (artefact kind ``ciba_request``),
+  whose payload points at the approval request, so the value says nothing about the approval id and the
+  approval id is useless as an ``auth_req_id``. Poll timing lives in that payload, so it holds across processes.
+* The first poll is due ``interval`` seconds after the authentication request. Timing is enforced only while
+  the request is pending; a decided request answers at once. A denial, like an approval, ends the
+  ``auth_req_id``: the next use is ``invalid_grant``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from authgate.context import ServerContext
+from authgate.crypto.hashing import new_token, token_hash
+from authgate.errors import AccessDenied, InvalidGrant, InvalidRequest, InvalidScope, OAuthError, UnauthorizedClient
+from authgate.httputil import json_response, oauth_endpoint, read_form
+from authgate.oauth.client_auth import authenticate_client
+from authgate.oauth.clients import Client
+from authgate.oauth.metadata import CIBA_GRANT_TYPE
+from authgate.oauth.policy import check_resource, grant_scopes, parse_scope, require_single
+from authgate.oauth.tokens import Grant, issue_tokens, new_grant_id
+from authgate.store import Artifact, Store
+from authgate.store import tables as t
+
+CIBA_REQUEST = "ciba_request"
+APPROVAL_KIND = "ciba"
+INTERVAL = 5  # seconds between polls (CIBA §7.3 default)
+SLOW_DOWN_STEP = 5  # CIBA §11: the interval grows by at least 5 s on slow_down
+MAX_BINDING_MESSAGE = 256
+MAX_LOGIN_HINT = 255
+MAX_AUTH_REQ_ID = 128
+_HINTS = ("login_hint", "login_hint_token", "id_token_hint")
+_DIGITS = re.compile(r"^[0-9]{1,9}$")
+
+
+class UnknownUserId(OAuthError):
+    """The ``login_hint`` names nobody this server knows (CIBA §13)."""
+
+    error = "unknown_user_id"
+
+
+class InvalidBindingMessage(OAuthError):
+    """The ``binding_message`` is too long or not plain printable text (CIBA §13)."""
+
+    error = "invalid_binding_message"
+
+
+class AuthorizationPending(OAuthError):
+    """The person has not decided yet; poll again after the interval (CIBA §11)."""
+
+    error = "authorization_pending"
+
+
+class SlowDown(OAuthError):
+    """Polled faster than the interval; the interval is now 5 s longer (CIBA §11)."""
+
+    error = "slow_down"
+
+
+class ExpiredToken(OAuthError):
+    """The ``auth_req_id`` expired before it was redeemed; start a new authentication request (CIBA §11)."""
+
+    error = "expired_token"
+
+
+# -- the backchannel authentication endpoint --------------------------------------------------------------
+
+
+def _login_hint(form: dict[str, str]) -> str:
+    given = [name for name in _HINTS if name in form]
+    if not given:
+        raise InvalidRequest("one of login_hint, login_hint_token or id_token_hint is required")
+    if len(given) > 1:
+        raise InvalidRequest("send exactly one of login_hint, login_hint_token and id_token_hint")
+    if given[0] != "login_hint":
+        raise InvalidRequest(f"{given[0]} is not supported; identify the user by login_hint (username)")
+    hint = form["login_hint"]
+    if len(hint) > MAX_LOGIN_HINT:
+        raise InvalidRequest("login_hint too long")
+    return hint
+
+
+def _binding_message(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) > MAX_BINDING_MESSAGE or not value.isprintable() or not value.strip():
+        raise InvalidBindingMessage(f"binding_message must be at most {MAX_BINDING_MESSAGE} printable characters")
+    return value
+
+
+def _lifetime(ctx: ServerContext, value: str | None) -> int:
+    """``requested_expiry`` in seconds, bounded by the approval service's maximum; its default otherwise."""
+    if value is None:
+        return ctx.approvals.default_ttl
+    if not _DIGITS.match(value) or int(value) < 1:
+        raise InvalidRequest("requested_expiry must be a positive integer (seconds)")
+    return min(int(value), ctx.approvals.max_ttl)
+
+
+def _scopes(ctx: ServerContext, client: Client, value: str | None) -> tuple[str, ...]:
+    asked = [s for s in parse_scope(require_single(value, "scope")) if s != "openid"]
+    if not asked:
+        raise InvalidScope("no ID tokens here: ask for at least one scope besides openid")
+    return grant_scopes(ctx, client, " ".join(asked))
+
+
+async def backchannel_authentication(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
+    """Validate a CIBA authentication request, record its approval request, and return the §7.3 response."""
+    if client.is_public:  # authenticate_client(allow_public=False) already refuses; kept for direct callers
+        raise UnauthorizedClient("CIBA requires a confidential client")
+    if CIBA_GRANT_TYPE not in client.grant_types:
+        raise UnauthorizedClient("client is not registered for the CIBA grant type")
+    if "request" in form or "request_uri" in form:
+        raise InvalidRequest("signed authentication requests are not supported")
+    if "user_code" in form:
+        raise InvalidRequest("user_code is not supported (backchannel_user_code_parameter_supported is false)")
+    scopes = _scopes(ctx, client, form.get("scope"))
+    hint = _login_hint(form)
+    binding_message = _binding_message(form.get("binding_message"))
+    lifetime = _lifetime(ctx, form.get("requested_expiry"))
+    audience = check_resource(ctx, form.get("resource"))
+    user = await ctx.store.get_user_by_name(hint)
+    if user is None:
+        raise UnknownUserId("unknown user")
+
+    details = {"scopes": list(scopes), "resource": audience, "client_name": client.name}
+    approval = await ctx.approvals.create(kind=APPROVAL_KIND, subject=user.subject, client_id=client.client_id,
+                                          details=details, binding_message=binding_message, ttl=lifetime)
+    now = ctx.now()
+    expires_in = max(1, approval.expires_at - now)
+    auth_req_id = new_token()
+    await ctx.store.put_artifact(
+        token_hash(auth_req_id), CIBA_REQUEST,
+        {"approval_id": approval.id, "sub": user.subject, "scopes": list(scopes), "aud": audience,
+         "client_id": client.client_id, "last_poll": now, "interval": INTERVAL},
+        expires_in, client_id=client.client_id, grant_id=new_grant_id(),
+    )
+    await ctx.store.audit("ciba.requested", client_id=client.client_id, subject=user.subject,
+                          approval_id=approval.id, scope=" ".join(scopes), aud=audience, expires_in=expires_in)
+    return {"auth_req_id": auth_req_id, "expires_in": expires_in, "interval": INTERVAL}
+
+
+# -- the token grant ----------------------------------------------------------------------------------------
+
+
+async def _record_poll(store: Store, artifact: Artifact, now: int) -> int | None:
+    """Note a poll in the ``ciba_request`` payload. Returns None when it came on time, else the new (longer)
+    interval. A compare-and-swap on the stored payload: of two concurrent polls one is on time, the other is
+    too fast, in any number of processes.
+
+    TODO(store): this is the one place outside ``authgate.store`` that writes SQL; it moves to a
+    ``Store.swap_artifact_payload(id, kind, expected, new)`` once the store offers one."""
+    c = t.artifacts.c
+    raw = sa.cast(c.payload, sa.Text)
+    where = (c.id == artifact.id, c.kind == CIBA_REQUEST, c.consumed_at.is_(None), c.revoked_at.is_(None))
+    async with store.engine.connect() as conn:
+        before = (await conn.execute(sa.select(raw).where(*where))).scalar_one_or_none()
+    if before is None:
+        raise InvalidGrant("auth_req_id already used")  # redeemed or revoked since the caller looked
+    state = json.loads(before)
+    interval = int(state["interval"])
+    too_fast = now - int(state["last_poll"]) < interval
+    if too_fast:
+        interval += SLOW_DOWN_STEP
+    updated = {**state, "last_poll": now, "interval": interval}
+    async with store.engine.begin() as conn:
+        res = await conn.execute(sa.update(t.artifacts).where(*where, raw == before).values(payload=updated))
+    if not res.rowcount:
+        return interval  # a concurrent poll got there first: this one is too fast
+    return interval if too_fast else None
+
+
+async def ciba_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
+    """``grant_type=urn:openid:params:grant-type:ciba`` (CIBA §10.1, §11)."""
+    if client.is_public:
+        raise UnauthorizedClient("CIBA requires a confidential client")
+    presented = require_single(form.get("auth_req_id"), "auth_req_id")
+    message = "invalid auth_req_id"
+    if len(presented) > MAX_AUTH_REQ_ID:
+        raise InvalidGrant(message)
+    artifact = await ctx.store.get_artifact(token_hash(presented), CIBA_REQUEST)
+    if artifact is None or artifact.client_id != client.client_id:
+        raise InvalidGrant(message)
+    if artifact.consumed_at is not None or artifact.revoked_at is not None:
+        raise InvalidGrant("auth_req_id already used")
+    now = ctx.now()
+    if artifact.expires_at <= now:
+        raise ExpiredToken("auth_req_id expired")
+    p = artifact.payload
+    approval = await ctx.approvals.get(str(p["approval_id"]))
+    if approval is None or approval.kind != APPROVAL_KIND or approval.subject != p["sub"]:
+        raise InvalidGrant(message)
+    if approval.status == "expired":
+        raise ExpiredToken("auth_req_id expired")
+    if approval.status == "pending":
+        slower = await _record_poll(ctx.store, artifact, now)
+        if slower is not None:
+            raise SlowDown(f"polling too fast: wait at least {slower} seconds between requests")
+        raise AuthorizationPending("the user has not decided yet")
+
+    _, fresh = await ctx.store.consume_artifact(artifact.id, CIBA_REQUEST)
+    if not fresh:
+        raise InvalidGrant("auth_req_id already used")
+    if approval.status == "denied":
+        await ctx.store.audit("ciba.denied", client_id=client.client_id, subject=approval.subject,
+                              approval_id=approval.id)
+        raise AccessDenied("the user denied the request", status_code=400)
+    grant = Grant(client.client_id, str(p["sub"]), tuple(p["scopes"]), str(p["aud"]), str(artifact.grant_id),
+                  approval.decided_at)
+    response = await issue_tokens(ctx, client, grant, refresh="refresh_token" in client.grant_types)
+    await ctx.store.audit("ciba.issued", client_id=client.client_id, subject=approval.subject,
+                          approval_id=approval.id, grant_id=grant.grant_id)
+    return response
+
+
+def routes(ctx: ServerContext) -> list[BaseRoute]:
+    @oauth_endpoint
+    async def bc_authorize(request: Request) -> Response:
+        form = await read_form(request)
+        client = await authenticate_client(ctx, request, form, allow_public=False)
+        return json_response(await backchannel_authentication(ctx, client, form))
+
+    return [Route("/bc-authorize", bc_authorize, methods=["POST"])]
