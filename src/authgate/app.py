@@ -16,7 +16,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgate.approvals import ApprovalService
+from authgate.approvals import links as approval_links
 from authgate.approvals import web as approvals_web
+from authgate.approvals.channels import build_notifier
 from authgate.clock import Clock, SystemClock
 from authgate.config import Settings
 from authgate.context import ServerContext
@@ -48,7 +50,7 @@ async def build_context(settings: Settings, clock: Clock | None = None, store: S
     await keys.ensure_key()
     resolver = ClientResolver(store, cimd.make_resolver(settings, clock, fetcher=fetcher))
     limiter = RateLimiter(settings.registration_rate_limit, 60, clock)
-    approvals = ApprovalService(store, clock)
+    approvals = ApprovalService(store, clock, notifier=build_notifier(settings, store, clock))
     return ServerContext(settings=settings, store=store, keys=keys, clock=clock, clients=resolver,
                          registration_limiter=limiter, approvals=approvals)
 
@@ -115,6 +117,7 @@ async def _purge_expired(ctx: ServerContext, every: float = 600.0) -> None:
 def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
     routes: list[BaseRoute] = [
         *_discovery_routes(ctx),
+        *approval_links.routes(ctx),
         *authorize.routes(ctx),
         *token.routes(ctx),
         *ciba.routes(ctx),
