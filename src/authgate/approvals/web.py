@@ -205,6 +205,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
             "id": r.id,
             "title": KIND_TITLES.get(r.kind, "A request for your approval"),
             "client": await _client_name(ctx, r.client_id),
+            "client_id": r.client_id,
             "for_whom": await _person(ctx, r.subject),
             "expires": _when(r.expires_at),
         } for r in pending]

@@ -166,7 +166,7 @@ def _consent_page(ctx: ServerContext, req: AuthorizationRequest, request_id: str
                   error: str = "", status_code: int = 200) -> Response:
     client = req.client
     redirect = urlsplit(req.redirect_uri)
-    redirect_host = redirect.hostname or req.redirect_uri
+    redirect_host = redirect.netloc or req.redirect_uri  # with the port: 127.0.0.1:3030 is not 127.0.0.1:8080
     # The form POSTs here and is answered with a 303 to the client; browsers apply form-action to that
     # redirect too, so the client's redirect origin (or private-use scheme) must be allowed.
     target = f"{redirect.scheme}://{redirect.netloc}" if redirect.netloc else f"{redirect.scheme}:"
@@ -181,7 +181,7 @@ def _consent_page(ctx: ServerContext, req: AuthorizationRequest, request_id: str
         scopes=req.scopes,
         resource=req.audience,
         redirect_host=redirect_host,
-        loopback_redirect=is_loopback_host(redirect_host),
+        loopback_redirect=is_loopback_host(redirect.hostname or ""),
         request_id=request_id,
         action=f"{ctx.issuer}/authorize",
         error=error,
