@@ -17,4 +17,5 @@ async def test_demo_succeeds_and_reports_each_step(tmp_path: object) -> None:
     assert "POST" in text and "/register" in text and "→ 201" in text
     assert "auto-approved" in text
     assert "called tool whoami → 'dev-user via client" in text
+    assert "AUTO-DECIDED BY THE DEMO" in text and "acting for alice" in text
     assert text.rstrip().endswith("demo succeeded")

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,8 +158,70 @@ async def scenario_mcp_sdk(demo: Demo) -> None:
            "token response carried an access token bound to the MCP server and a refresh token")
 
 
+async def scenario_ciba_approval(demo: Demo) -> None:
+    """A person in the loop: an agent asks, out of band (OpenID CIBA), for a user's permission; the approval
+    service holds the request; the demo decides it in the user's place and the agent's poll gets the token."""
+    import secrets as _secrets
+
+    from authgate.crypto.hashing import hash_password
+    from authgate.store import User
+
+    r = demo.report
+    r.section("[3] Human in the loop — an agent asks a person out of band (OpenID CIBA, poll mode)")
+    ctx = demo.ctx
+    alice = User(subject="u_" + _secrets.token_urlsafe(8), username="alice",
+                 password_hash=hash_password(_secrets.token_urlsafe(16)), created_at=ctx.now())
+    if await ctx.store.get_user_by_name("alice") is None:
+        await ctx.store.add_user(alice)
+    user = await ctx.store.get_user_by_name("alice")
+    assert user is not None
+    ciba = "urn:openid:params:grant-type:ciba"
+    trace = _Trace(r)
+    async with httpx.AsyncClient(base_url=demo.issuer, event_hooks={"response": [trace.response]}, timeout=20) as http:
+        reg = (await http.post("/register", json={
+            "client_name": "demo agent (asks a person)", "grant_types": [ciba],
+            "token_endpoint_auth_method": "client_secret_basic", "scope": "notes:read"})).json()
+        auth = (reg.get("client_id", ""), reg.get("client_secret", ""))
+        r.step("client_secret" in reg, f"registered itself by DCR for the CIBA grant: client_id {auth[0]}")
+        asked = await http.post("/bc-authorize", auth=auth, data={
+            "login_hint": "alice", "scope": "notes:read", "resource": demo.api_url,
+            "binding_message": "DEMO-42"})
+        body = asked.json()
+        if not r.step(asked.status_code == 200 and "auth_req_id" in body,
+                      f"asked for alice's approval: expires in {body.get('expires_in')} s, "
+                      f"poll every {body.get('interval')} s"):
+            return
+        pending = await ctx.approvals.pending_for(user.subject)
+        request = next((p for p in pending if p.client_id == auth[0]), None)
+        r.step(request is not None, "the approval service holds a pending request for alice"
+               + (f" (binding message {request.binding_message!r}; web inbox at {demo.issuer}/approvals)"
+                  if request else ""))
+        if request is None:
+            return
+        decided = await ctx.approvals.decide(request.id, True, by=user.subject, channel="demo")
+        r.step(decided.approved, "AUTO-DECIDED BY THE DEMO in alice's place: approved "
+               "(a real person would use the web inbox, an e-mail or SMS link, or a webhook)")
+        token: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            await asyncio.sleep(float(body.get("interval", 5)))
+            polled = await http.post("/token", auth=auth, data={"grant_type": ciba,
+                                                                 "auth_req_id": body["auth_req_id"]})
+            token = polled.json()
+            if polled.status_code == 200 or token.get("error") not in ("authorization_pending", "slow_down"):
+                break
+        r.step("access_token" in token, f"agent's poll got an access token (scope '{token.get('scope')}')")
+        if "access_token" not in token:
+            return
+    async with httpx.AsyncClient(event_hooks={"response": [trace.response]}, timeout=20) as api:
+        resp = await api.get(demo.api_url, headers={"Authorization": f"Bearer {token['access_token']}"})
+    caller = resp.json().get("caller", {}) if resp.status_code == 200 else {}
+    r.step(resp.status_code == 200 and caller.get("sub") == user.subject,
+           f"GET {demo.api_url} → {resp.status_code} acting for alice ({caller.get('sub')})")
+
+
 Scenario = Callable[[Demo], Awaitable[None]]
-SCENARIOS: list[Scenario] = [scenario_sdk_client_credentials, scenario_mcp_sdk]
+SCENARIOS: list[Scenario] = [scenario_sdk_client_credentials, scenario_mcp_sdk, scenario_ciba_approval]
 
 
 async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = None) -> bool:

@@ -27,11 +27,9 @@ Choices of this profile:
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -46,7 +44,6 @@ from authgate.oauth.metadata import CIBA_GRANT_TYPE
 from authgate.oauth.policy import check_resource, grant_scopes, parse_scope, require_single
 from authgate.oauth.tokens import Grant, issue_tokens, new_grant_id
 from authgate.store import Artifact, Store
-from authgate.store import tables as t
 
 CIBA_REQUEST = "ciba_request"
 APPROVAL_KIND = "ciba"
@@ -171,29 +168,24 @@ async def backchannel_authentication(ctx: ServerContext, client: Client, form: d
 
 async def _record_poll(store: Store, artifact: Artifact, now: int) -> int | None:
     """Note a poll in the ``ciba_request`` payload. Returns None when it came on time, else the new (longer)
-    interval. A compare-and-swap on the stored payload: of two concurrent polls one is on time, the other is
-    too fast, in any number of processes.
+    interval. A compare-and-swap in the store: of two concurrent polls one is on time, the other is too fast,
+    in any number of processes."""
 
-    TODO(store): this is the one place outside ``authgate.store`` that writes SQL; it moves to a
-    ``Store.swap_artifact_payload(id, kind, expected, new)`` once the store offers one."""
-    c = t.artifacts.c
-    raw = sa.cast(c.payload, sa.Text)
-    where = (c.id == artifact.id, c.kind == CIBA_REQUEST, c.consumed_at.is_(None), c.revoked_at.is_(None))
-    async with store.engine.connect() as conn:
-        before = (await conn.execute(sa.select(raw).where(*where))).scalar_one_or_none()
-    if before is None:
+    def polled(state: dict[str, Any]) -> dict[str, Any]:
+        interval = int(state["interval"])
+        if now - int(state["last_poll"]) < interval:
+            interval += SLOW_DOWN_STEP
+        return {**state, "last_poll": now, "interval": interval}
+
+    swapped = await store.swap_artifact_payload(artifact.id, CIBA_REQUEST, polled)
+    if swapped is None:
         raise InvalidGrant("auth_req_id already used")  # redeemed or revoked since the caller looked
-    state = json.loads(before)
-    interval = int(state["interval"])
-    too_fast = now - int(state["last_poll"]) < interval
-    if too_fast:
-        interval += SLOW_DOWN_STEP
-    updated = {**state, "last_poll": now, "interval": interval}
-    async with store.engine.begin() as conn:
-        res = await conn.execute(sa.update(t.artifacts).where(*where, raw == before).values(payload=updated))
-    if not res.rowcount:
-        return interval  # a concurrent poll got there first: this one is too fast
-    return interval if too_fast else None
+    before, won = swapped
+    after = polled(before)
+    too_fast = after["interval"] != int(before["interval"])
+    if not won:
+        return int(after["interval"])  # a concurrent poll got there first: this one is too fast
+    return int(after["interval"]) if too_fast else None
 
 
 async def ciba_grant(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,6 +266,24 @@ class Store:
             )
             row = (await conn.execute(sa.select(t.artifacts).where(c.id == id, c.kind == kind))).first()
         return (_artifact(row) if row else None), bool(res.rowcount)
+
+    async def swap_artifact_payload(
+        self, id: str, kind: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool] | None:
+        """Compare-and-swap on a usable artefact's payload: read it, apply ``change``, write only if nobody
+        wrote in between. Returns ``(payload_before, won)``, or None when the artefact is gone, consumed or
+        revoked. Of concurrent callers (any number of processes) exactly one wins per stored version."""
+        c = t.artifacts.c
+        raw = sa.cast(c.payload, sa.Text)
+        where = (c.id == id, c.kind == kind, c.consumed_at.is_(None), c.revoked_at.is_(None))
+        async with self.engine.connect() as conn:
+            before = (await conn.execute(sa.select(raw).where(*where))).scalar_one_or_none()
+        if before is None:
+            return None
+        state = json.loads(before)
+        async with self.engine.begin() as conn:
+            res = await conn.execute(sa.update(t.artifacts).where(*where, raw == before).values(payload=change(state)))
+        return state, bool(res.rowcount)
 
     async def revoke_artifact(self, id: str) -> None:
         async with self.engine.begin() as conn:
