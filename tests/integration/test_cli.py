@@ -162,19 +162,22 @@ def test_users_set_channels_validates_and_lists(tmp_path: Path, capsys: pytest.C
 
 def test_approvals_list_approve_deny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from authgate.approvals import ApprovalService
-    from authgate.clock import SystemClock
+    from authgate.clock import FrozenClock, SystemClock
 
     d = ["--data-dir", str(tmp_path)]
     assert run(capsys, "users", *d, "add", "alice", "--password-stdin", stdin="s3cret-pass\n")[0] == 0
     subject = _store_call(tmp_path, lambda s: s.get_user_by_name("alice")).subject
 
     async def create(store: Store) -> list[str]:
-        svc = ApprovalService(store, SystemClock())
-        return [(await svc.create(kind="scope_escalation", subject=subject, client_id="agent-1",
-                                  details={}, ttl=ttl)).id for ttl in (300, 300, 1)]
+        # The third request was made 10 s ago with a 1 s lifetime: expired, without sleeping.
+        ids = []
+        for clock, ttl in ((SystemClock(), 300), (SystemClock(), 300), (FrozenClock(time.time() - 10), 1)):
+            svc = ApprovalService(store, clock)
+            ids.append((await svc.create(kind="scope_escalation", subject=subject, client_id="agent-1",
+                                         details={}, ttl=ttl)).id)
+        return ids
 
     first, second, short = _store_call(tmp_path, create)
-    time.sleep(1.1)  # let the third one expire
     code, out, _ = run(capsys, "approvals", "list", *d)
     assert code == 0 and first in out and second in out and short not in out
     assert "alice" in out and "pending" in out
