@@ -138,6 +138,10 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
             janitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await janitor
+            # Let approval deliveries already under way finish (bounded) before the store closes.
+            drain = getattr(ctx.approvals.notifier, "drain", None)
+            if drain is not None:
+                await drain(10.0)
             if close_store:
                 await ctx.store.close()
 
