@@ -50,7 +50,8 @@ async def build_context(settings: Settings, clock: Clock | None = None, store: S
     await keys.ensure_key()
     resolver = ClientResolver(store, cimd.make_resolver(settings, clock, fetcher=fetcher))
     limiter = RateLimiter(settings.registration_rate_limit, 60, clock)
-    approvals = ApprovalService(store, clock, notifier=build_notifier(settings, store, clock))
+    approvals = ApprovalService(store, clock, notifier=build_notifier(settings, store, clock),
+                                default_ttl=settings.approvals_ttl, max_ttl=settings.approvals_max_ttl)
     return ServerContext(settings=settings, store=store, keys=keys, clock=clock, clients=resolver,
                          registration_limiter=limiter, approvals=approvals)
 

@@ -60,6 +60,9 @@ class Settings:
     log_level: str = "info"
 
     # -- approval delivery channels and one-time links (authgate.approvals.channels, .links) -------------
+    #: How long a person has to decide an approval request by default, and the most a requester may ask for.
+    approvals_ttl: int = 300
+    approvals_max_ttl: int = 3600
     #: Request kind -> channel names (``email``, ``sms``, ``webhook``, ``console``); key ``"*"`` is the
     #: fallback. A kind not listed (and no ``"*"``) goes to every channel the user has.
     approvals_channels: dict[str, Any] = field(default_factory=dict)
@@ -138,6 +141,8 @@ def _validate_delivery(s: Settings) -> None:
         raise ConfigError(f"approvals_code_channels must name channels among {', '.join(_CHANNELS)}")
     if s.approvals_console not in ("auto", "on", "off"):
         raise ConfigError("approvals_console must be one of auto, on, off")
+    if not 0 < s.approvals_ttl <= s.approvals_max_ttl:
+        raise ConfigError("approvals_ttl must be positive and at most approvals_max_ttl")
     for name in ("approvals_code_attempts", "approvals_delivery_concurrency", "approvals_delivery_timeout"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive")
