@@ -19,7 +19,7 @@ def test_import_without_server_dependencies() -> None:
         for name in {SERVER_ONLY!r}:
             sys.modules[name] = None  # poisoned: importing it raises ImportError
         import authgate.agent
-        from authgate.agent import OAuthAgentAuth, FileTokenStore
+        from authgate.agent import OAuthAgentAuth, FileTokenStore, AgentAuthorizationClient
         OAuthAgentAuth()
         loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({SERVER_ONLY!r}))
         assert not [m for m in loaded if sys.modules.get(m) is not None], loaded
@@ -34,12 +34,20 @@ def test_import_without_server_dependencies() -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(authgate.agent.__all__) == [
         "AgentAuthError",
+        "AgentAuthorizationClient",
+        "AgentAuthorizationDenied",
+        "AgentAuthorizationError",
+        "AgentAuthorizationExpired",
+        "AgentAuthorizationPending",
+        "AgentAuthorizationServer",
+        "AgentAuthorizationTimeout",
         "AuthorizationError",
         "Challenge",
         "ClientMetadata",
         "ClientRegistration",
         "DiscoveryError",
         "FileTokenStore",
+        "IdentityNotVerified",
         "Interaction",
         "InteractionRequiredError",
         "IssMismatchError",
@@ -53,5 +61,7 @@ def test_public_api_is_pinned() -> None:
         "TokenStore",
         "UserDeclinedError",
         "bearer_challenge",
+        "discover_agent_authorization",
+        "fetch_scope_descriptions",
         "parse_challenges",
     ]

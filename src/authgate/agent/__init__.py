@@ -16,8 +16,23 @@ do not pull in the server.
 
 Agents with no person use ``OAuthAgentAuth(grant="client_credentials")``. The auth is async-only (use it
 with ``httpx.AsyncClient``); the interaction callback must not send through the same auth instance.
+
+Voice and chat agents that identify a customer from details collected in conversation use
+:class:`AgentAuthorizationClient` (the AAuth agent authorization grant: ``authgate.agent.aauth``).
 """
 
+from authgate.agent.aauth import (
+    AgentAuthorizationClient,
+    AgentAuthorizationDenied,
+    AgentAuthorizationError,
+    AgentAuthorizationExpired,
+    AgentAuthorizationPending,
+    AgentAuthorizationServer,
+    AgentAuthorizationTimeout,
+    IdentityNotVerified,
+    discover_agent_authorization,
+    fetch_scope_descriptions,
+)
 from authgate.agent.auth import Interaction, OAuthAgentAuth
 from authgate.agent.challenge import Challenge, bearer_challenge, parse_challenges
 from authgate.agent.errors import (
@@ -37,12 +52,20 @@ from authgate.agent.store import ClientRegistration, FileTokenStore, MemoryToken
 
 __all__ = [
     "AgentAuthError",
+    "AgentAuthorizationClient",
+    "AgentAuthorizationDenied",
+    "AgentAuthorizationError",
+    "AgentAuthorizationExpired",
+    "AgentAuthorizationPending",
+    "AgentAuthorizationServer",
+    "AgentAuthorizationTimeout",
     "AuthorizationError",
     "Challenge",
     "ClientMetadata",
     "ClientRegistration",
     "DiscoveryError",
     "FileTokenStore",
+    "IdentityNotVerified",
     "Interaction",
     "InteractionRequiredError",
     "IssMismatchError",
@@ -56,5 +79,7 @@ __all__ = [
     "TokenStore",
     "UserDeclinedError",
     "bearer_challenge",
+    "discover_agent_authorization",
+    "fetch_scope_descriptions",
     "parse_challenges",
 ]

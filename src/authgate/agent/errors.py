@@ -12,6 +12,11 @@
     │   └── IssMismatchError        RFC 9207 ``iss`` missing or different (mix-up attack)
     ├── InteractionRequiredError    a person is needed but no interaction callback is configured
     └── TokenError                  the token endpoint refused or answered something unusable
+        └── AgentAuthorizationError     the AAuth agent authorization grant failed (authgate.agent.aauth)
+            ├── IdentityNotVerified     ``invalid_grant``: the details identify no single customer
+            ├── AgentAuthorizationDenied    ``access_denied``: the customer said no
+            ├── AgentAuthorizationExpired   ``expired_token``: nobody decided in time
+            └── AgentAuthorizationTimeout   the caller's own timeout ran out while waiting
 
 Messages never contain tokens, secrets or authorization codes.
 """
