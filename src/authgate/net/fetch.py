@@ -266,8 +266,18 @@ class Fetcher:
     async def get(
         self, url: str, *, max_bytes: int = DEFAULT_MAX_BYTES, accept: str = "application/json"
     ) -> FetchResponse:
+        return await self.request("GET", url, headers={"Accept": accept}, max_bytes=max_bytes)
+
+    async def post(self, url: str, *, content: bytes, headers: dict[str, str],
+                   max_bytes: int = 4096) -> FetchResponse:
+        """POST ``content`` (webhooks, the SMS API); the response body is read up to ``max_bytes``."""
+        return await self.request("POST", url, headers=headers, content=content, max_bytes=max_bytes)
+
+    async def request(self, method: str, url: str, *, headers: dict[str, str], content: bytes | None = None,
+                      max_bytes: int = DEFAULT_MAX_BYTES) -> FetchResponse:
+        """One request through the guard; any failure is a :class:`FetchError` that reveals nothing."""
         loopback_only = self._check_url(url)
-        headers = {"Accept": accept, "Accept-Encoding": "identity", "User-Agent": "authgate"}
+        sent = {"Accept-Encoding": "identity", "User-Agent": "authgate", **headers}
         try:
             with anyio.fail_after(self.timeout):
                 async with httpx.AsyncClient(
@@ -275,7 +285,7 @@ class Fetcher:
                     follow_redirects=False,
                     trust_env=False,
                     timeout=self.timeout,
-                ) as http, http.stream("GET", url, headers=headers) as response:
+                ) as http, http.stream(method, url, headers=sent, content=content) as response:
                     return await _read(response, max_bytes)
         except FetchError:
             raise
