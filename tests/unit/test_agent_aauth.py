@@ -36,7 +36,8 @@ RS = "https://api.example/orders"
 CLIENT_ID, SECRET = "agent-1", "s3cr3t-client-secret-value"
 CLAIMS = {"given_name": "Ana", "family_name": "Lopez-Quintero", "birthdate": "1980-04-02",
           "address": {"postal_code": "94107"}}
-CAPTURE = {"given_name": "asr_slot", "family_name": "asr_slot", "birthdate": "dtmf", "address.postal_code": "dtmf"}
+CAPTURE = {"given_name": "asr_validated", "family_name": "asr_validated", "birthdate": "dtmf",
+           "postal_code": "dtmf"}
 CALLER = "+14155550100"
 REQUEST_CODE = "rc-Zk3v9Qw-request-code"
 ACCESS = "eyJhbGciOi.access-token-value.sig"
@@ -290,7 +291,7 @@ async def test_discovery() -> None:
         server = await discover_agent_authorization(http, AS)
         assert server.token_endpoint == TOKEN and server.min_claims == 3
         assert server.user_claims_supported == ("given_name", "family_name", "birthdate")
-        assert server.extensions["agent_authorization_draft"] == "rosenberg-01"
+        assert server.draft == "rosenberg-01" and server.extensions["agent_authorization_draft"] == "rosenberg-01"
         client = await AgentAuthorizationClient.discover(http, AS, CLIENT_ID, SECRET)
         assert client.token_endpoint == TOKEN
 

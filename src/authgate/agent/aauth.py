@@ -8,7 +8,7 @@ approval on a channel registered with the authorization server, so the first ans
     client = await AgentAuthorizationClient.discover(http, "https://auth.example.com", client_id, secret)
     tokens = await client.request_token(
         {"given_name": "Ana", "family_name": "Lopez", "birthdate": "1980-04-02"},
-        channel="pstn", capture_method={"given_name": "asr_slot", ...}, conversation_id="c-123",
+        channel="pstn", capture_method={"given_name": "asr_validated", ...}, conversation_id="c-123",
         scope="orders:read", resource="https://api.example.com/orders",
         on_waiting=tell_the_customer,   # called once, if the customer's approval is needed
     )
@@ -57,8 +57,14 @@ P_REASON = "reason"
 P_REQUEST_CODE = "request_code"
 META_USER_CLAIMS_SUPPORTED = "agent_authorization_user_claims_supported"
 META_MIN_CLAIMS = "agent_authorization_min_claims"
+META_DRAFT = "agent_authorization_draft"
+META_CHANNELS_SUPPORTED = "agent_authorization_channels_supported"
+META_CAPTURE_METHODS_SUPPORTED = "agent_authorization_capture_methods_supported"
 META_PREFIX = "agent_authorization_"
 AAUTH_WELL_KNOWN = "/.well-known/aauth.json"
+SCOPE_DESCRIPTIONS = "scope_descriptions"
+#: ``capture_method`` values: deterministic capture only (never the model's free text).
+CAPTURE_METHODS = ("dtmf", "asr_validated", "platform_tool", "caller_id_lookup")
 
 DEFAULT_INTERVAL = 5.0
 SLOW_DOWN_STEP = 5.0  # RFC 8628 §3.5
@@ -133,6 +139,10 @@ class AgentAuthorizationServer:
     token_endpoint: str
     user_claims_supported: tuple[str, ...] = ()
     min_claims: int | None = None
+    channels_supported: tuple[str, ...] = ()
+    capture_methods_supported: tuple[str, ...] = ()
+    #: The draft revision the server follows (``agent_authorization_draft``).
+    draft: str | None = None
     extensions: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -144,13 +154,20 @@ def parse_agent_authorization_metadata(doc: Mapping[str, Any], expected_issuer: 
     if not isinstance(grants, list) or GRANT_TYPE not in grants:
         raise DiscoveryError(f"authorization server {expected_issuer!r} does not support the agent "
                              "authorization grant")
-    claims = doc.get(META_USER_CLAIMS_SUPPORTED)
+    def strings(name: str) -> tuple[str, ...]:
+        value = doc.get(name)
+        return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
     minimum = doc.get(META_MIN_CLAIMS)
+    draft = doc.get(META_DRAFT)
     return AgentAuthorizationServer(
         issuer=server.issuer,
         token_endpoint=server.token_endpoint,
-        user_claims_supported=tuple(c for c in claims if isinstance(c, str)) if isinstance(claims, list) else (),
+        user_claims_supported=strings(META_USER_CLAIMS_SUPPORTED),
         min_claims=minimum if isinstance(minimum, int) and not isinstance(minimum, bool) else None,
+        channels_supported=strings(META_CHANNELS_SUPPORTED),
+        capture_methods_supported=strings(META_CAPTURE_METHODS_SUPPORTED),
+        draft=draft if isinstance(draft, str) else None,
         extensions={k: v for k, v in doc.items() if isinstance(k, str) and k.startswith(META_PREFIX)},
     )
 
@@ -185,7 +202,7 @@ async def fetch_scope_descriptions(http: httpx.AsyncClient, resource: str) -> di
     except httpx.TransportError:
         return {}
     doc = json_object(response) if response.status_code == 200 else None
-    entries = doc.get("scope_descriptions") if doc else None
+    entries = doc.get(SCOPE_DESCRIPTIONS) if doc else None
     out: dict[str, str] = {}
     if isinstance(entries, list):
         for entry in entries:
@@ -260,7 +277,8 @@ class AgentAuthorizationClient:
 
         ``user_claims`` uses OIDC claim names (``given_name``, ``birthdate``, ``phone_number``,
         ``address: {postal_code}``...); ``capture_method`` says how each was captured (one entry per claim,
-        or one method for all). ``caller_id`` comes from telephony signalling, never from the model.
+        each one of :data:`CAPTURE_METHODS`; or one method for all). ``caller_id`` comes from telephony
+        signalling, never from the model.
 
         When the scope needs the customer's approval, ``on_waiting`` is called once with an
         :class:`AgentAuthorizationPending` and the token endpoint is polled every ``interval`` seconds (longer
