@@ -15,6 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgate.aauth.abuse import AbuseGuard
+from authgate.aauth.directory import IdentityDirectory
 from authgate.approvals import ApprovalService
 from authgate.approvals import links as approval_links
 from authgate.approvals import web as approvals_web
@@ -52,8 +54,10 @@ async def build_context(settings: Settings, clock: Clock | None = None, store: S
     limiter = RateLimiter(settings.registration_rate_limit, 60, clock)
     approvals = ApprovalService(store, clock, notifier=build_notifier(settings, store, clock),
                                 default_ttl=settings.approvals_ttl, max_ttl=settings.approvals_max_ttl)
+    identity = await IdentityDirectory.open(store, settings)
     return ServerContext(settings=settings, store=store, keys=keys, clock=clock, clients=resolver,
-                         registration_limiter=limiter, approvals=approvals)
+                         registration_limiter=limiter, approvals=approvals, identity=identity,
+                         aauth_guard=AbuseGuard(store, settings, clock))
 
 
 def _discovery_routes(ctx: ServerContext) -> list[BaseRoute]:

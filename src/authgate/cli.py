@@ -115,15 +115,49 @@ def cmd_users(args: argparse.Namespace) -> int:
                 if len(password) < 8:
                     print("password must have at least 8 characters", file=sys.stderr)
                     return 2
-                await store.add_user(User(subject="u_" + secrets.token_urlsafe(12), username=args.username,
+                directory = await _directory(store, settings)
+                try:
+                    attributes = _attribute_pairs(args.attr or [])
+                    for name, value in attributes.items():
+                        directory.blind(name, value)  # refuse before the user exists
+                except ValueError as exc:
+                    print(f"authgate: {exc}", file=sys.stderr)
+                    return 2
+                subject = "u_" + secrets.token_urlsafe(12)
+                await store.add_user(User(subject=subject, username=args.username,
                                           password_hash=hash_password(password), created_at=int(time.time())))
                 await store.audit("user.added", subject=args.username)
-                print(f"added user {args.username}")
+                if attributes:
+                    await directory.set_attributes(subject, attributes)
+                print(f"added user {args.username}" + (f" with {len(attributes)} identity attribute(s)"
+                                                       if attributes else ""))
+            elif args.action == "set-attributes":
+                directory = await _directory(store, settings)
+                user = await store.get_user_by_name(args.username)
+                if user is None:
+                    print(f"no user {args.username!r}", file=sys.stderr)
+                    return 1
+                try:
+                    pairs = list(args.pairs)
+                    if args.stdin:
+                        pairs += [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+                    attributes = _attribute_pairs(pairs)
+                    await directory.set_attributes(user.subject, attributes)
+                except ValueError as exc:
+                    print(f"authgate: {exc}", file=sys.stderr)
+                    return 2
+                print(f"set {len(attributes)} identity attribute(s) for {args.username}: "
+                      f"{', '.join(sorted(attributes)) or 'none'}")
+            elif args.action == "import":
+                return await _import_users(store, settings, args.file)
             elif args.action == "list":
                 for user in await store.list_users():
                     channels = [f"email={user.email}" if user.email else "", f"phone={user.phone}" if user.phone
                                 else "", f"webhook={user.webhook_url}" if user.webhook_url else "",
                                 "admin" if user.is_admin else ""]
+                    names = sorted(await store.identity_attributes(user.subject))
+                    if names:
+                        channels.append("attributes=" + ",".join(names))
                     print("\t".join([user.username, user.subject, *[c for c in channels if c]]))
             elif args.action == "set-channels":
                 try:
@@ -151,6 +185,126 @@ def cmd_users(args: argparse.Namespace) -> int:
             await store.close()
 
     return asyncio.run(run())
+
+
+async def _directory(store: Any, settings: Settings) -> Any:
+    from authgate.aauth.directory import IdentityDirectory
+
+    return await IdentityDirectory.open(store, settings)
+
+
+def _attribute_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """``name=value`` arguments to a mapping; ValueError naming the attribute, never echoing the value."""
+    from authgate.aauth.normalize import check_name
+
+    out: dict[str, str] = {}
+    for i, pair in enumerate(pairs, 1):
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"attribute {i}: expected name=value")
+        try:
+            check_name(name)
+        except ValueError:
+            raise ValueError(f"attribute {i}: names are a-z, 0-9 and _, starting with a letter") from None
+        if name in out:
+            raise ValueError(f"attribute {name} given twice")
+        out[name] = value
+    return out
+
+
+#: CSV columns of ``users import`` that are not identity attributes, and contact columns that are both.
+_IMPORT_ACCOUNT = ("username", "password")
+_IMPORT_CONTACT = {"email": "email", "phone": "phone_number", "phone_number": "phone_number"}
+
+
+async def _import_users(store: Any, settings: Settings, path: str) -> int:
+    """``authgate users import FILE.csv``: one user per row, created or updated; ``email``/``phone`` become both
+    approval channels and blinded attributes, every other column a blinded attribute. A bad row is reported
+    (line and column, never the value) and skipped; the exit status is 1 if any row was."""
+    import csv
+
+    from authgate.aauth.normalize import check_name
+    from authgate.crypto.hashing import hash_password
+    from authgate.store import User
+
+    def read() -> list[list[str]]:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return list(csv.reader(fh))
+
+    directory = await _directory(store, settings)
+    try:
+        rows = await asyncio.to_thread(read)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        print(f"authgate: cannot read {path}: {exc.__class__.__name__}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"authgate: {path} is empty", file=sys.stderr)
+        return 2
+    header = [h.strip().lower() for h in rows[0]]
+    try:
+        if "username" not in header:
+            raise ValueError("the header row must name a username column")
+        if len(set(header)) != len(header):
+            raise ValueError("a column is named twice")
+        if "phone" in header and "phone_number" in header:
+            raise ValueError("give phone or phone_number, not both")
+        for column in header:
+            if column not in _IMPORT_ACCOUNT:
+                check_name(column)
+    except ValueError as exc:
+        print(f"authgate: {path}: header: {exc}", file=sys.stderr)
+        return 2
+    added = updated = failed = 0
+    for line, row in enumerate(rows[1:], 2):
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            if len(row) != len(header):
+                raise ValueError(f"expected {len(header)} columns, got {len(row)}")
+            cells = dict(zip(header, row, strict=True))
+            username = cells.pop("username").strip()
+            password = cells.pop("password", "")
+            if not username:
+                raise ValueError("username: empty")
+            if password and len(password) < 8:
+                raise ValueError("password: must have at least 8 characters")
+            attributes: dict[str, str] = {}
+            channels: dict[str, Any] = {}
+            for column, value in cells.items():
+                if not value.strip():
+                    continue
+                name = _IMPORT_CONTACT.get(column, column)
+                attributes[name] = value
+                normalized = directory.normalize(name, value)  # ValueError names the attribute only
+                if column == "email":
+                    contact = value.strip()
+                    if len(contact) > 254 or not _EMAIL.match(contact):
+                        raise ValueError("email: not usable as an approval channel")
+                    channels["email"] = contact
+                elif name == "phone_number":
+                    channels["phone"] = normalized
+        except ValueError as exc:
+            print(f"line {line}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        user = await store.get_user_by_name(username)
+        if user is None:
+            user = User(subject="u_" + secrets.token_urlsafe(12), username=username,
+                        password_hash=hash_password(password or secrets.token_urlsafe(32)),
+                        created_at=int(time.time()))
+            await store.add_user(user)
+            await store.audit("user.added", subject=username, by="import")
+            added += 1
+        else:
+            if password:
+                channels["password_hash"] = hash_password(password)
+            updated += 1
+        if channels:
+            await store.update_user(username, **channels)
+        await directory.set_attributes(user.subject, attributes)
+    print(f"imported {added + updated} user(s): {added} added, {updated} updated; {failed} row(s) with errors")
+    return 1 if failed else 0
 
 
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -340,6 +494,20 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(add)
     add.add_argument("username")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--attr", action="append", metavar="NAME=VALUE",
+                     help="an identity attribute for AAuth matching (stored only as a keyed hash); repeatable")
+    sa_ = users.add_parser("set-attributes", help="replace the user's identity attributes (stored only as keyed "
+                                                  "hashes); values on the command line stay in shell history, "
+                                                  "prefer --stdin or import")
+    _server_args(sa_)
+    sa_.add_argument("username")
+    sa_.add_argument("pairs", nargs="*", metavar="NAME=VALUE")
+    sa_.add_argument("--stdin", action="store_true", help="also read NAME=VALUE lines from standard input")
+    imp = users.add_parser("import", help="create or update users from a CSV file (header: username,password,"
+                                          "email,phone,given_name,family_name,birthdate,postal_code,acct_last4,"
+                                          "...); email/phone are also approval channels")
+    _server_args(imp)
+    imp.add_argument("file")
     _server_args(users.add_parser("list"))
     rm = users.add_parser("remove")
     _server_args(rm)

@@ -92,6 +92,33 @@ class Settings:
     sms_auth_token: str = ""
     sms_from: str = ""
 
+    # -- AAuth identity directory and abuse controls (authgate.aauth.directory, .abuse) -----------------
+    #: Secret key of the blinded identity attributes (HMAC-SHA-256), at least 32 characters. Empty: one is
+    #: generated on first start and kept in the database (every process and restart then agrees). Set it (from
+    #: a secret store, ``AUTHGATE_AAUTH_PEPPER``) to keep it out of database backups; changing it orphans every
+    #: stored attribute until ``authgate users import``/``set-attributes`` recompute them.
+    aauth_pepper: str = field(default="", repr=False)
+    #: A match needs this many submitted attributes equal to the person's, at least one of them not public.
+    aauth_min_claims: int = 3
+    #: Attributes anyone may know about a person (they count towards the minimum but never suffice alone).
+    aauth_public_claims: tuple[str, ...] = ("given_name", "family_name", "email", "phone_number")
+    aauth_max_claims: int = 12
+    #: Digits of the country code national phone numbers are read in (``1``, ``44``); empty: E.164 only.
+    aauth_default_country_code: str = ""
+    #: ``mdy`` or ``dmy`` settles dates like ``04/02/1980``; empty: such ambiguous dates are refused.
+    aauth_date_order: str = ""
+    #: Identity attempts per minute per dimension (in-process counters; 0 = unlimited).
+    aauth_rate_client: int = 60
+    aauth_rate_user: int = 10
+    aauth_rate_caller_id: int = 10
+    aauth_rate_ip: int = 30
+    aauth_rate_conversation: int = 5
+    #: After ``aauth_lockout_threshold`` failed matches for one claimed person within ``aauth_lockout_window``
+    #: seconds, matching for that person is refused for ``aauth_lockout_seconds`` (durable, shared).
+    aauth_lockout_threshold: int = 5
+    aauth_lockout_window: int = 900
+    aauth_lockout_seconds: int = 900
+
     @property
     def issuer_url(self) -> str:
         if self.issuer:
@@ -126,6 +153,7 @@ class Settings:
         if not set(self.default_scopes) <= set(self.scopes):
             raise ConfigError("default_scopes must be a subset of scopes")
         _validate_delivery(self)
+        _validate_aauth_identity(self)
         return self
 
 
@@ -156,6 +184,26 @@ def _validate_delivery(s: Settings) -> None:
             raise ConfigError("sms_base_url must be an absolute https URL")
         if parts.scheme == "http" and not (s.delivery_allow_loopback and is_loopback_host(parts.hostname)):
             raise ConfigError("sms_base_url must use https (plain http only to loopback with delivery_allow_loopback)")
+
+
+def _validate_aauth_identity(s: Settings) -> None:
+    """The AAuth identity block of :meth:`Settings.validate`."""
+    if s.aauth_pepper and len(s.aauth_pepper) < 32:
+        raise ConfigError("aauth_pepper must have at least 32 characters")
+    if not 1 <= s.aauth_min_claims <= s.aauth_max_claims:
+        raise ConfigError("aauth_min_claims must be at least 1 and at most aauth_max_claims")
+    if s.aauth_default_country_code and not (s.aauth_default_country_code.lstrip("+").isdigit()
+                                             and len(s.aauth_default_country_code.lstrip("+")) <= 3):
+        raise ConfigError("aauth_default_country_code must be 1-3 digits, like 1 or 44")
+    if s.aauth_date_order not in ("", "mdy", "dmy"):
+        raise ConfigError("aauth_date_order must be mdy, dmy or empty")
+    for name in ("aauth_rate_client", "aauth_rate_user", "aauth_rate_caller_id", "aauth_rate_ip",
+                 "aauth_rate_conversation"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{name} must not be negative")
+    for name in ("aauth_lockout_threshold", "aauth_lockout_window", "aauth_lockout_seconds"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
 
 
 def is_loopback_host(host: str) -> bool:

@@ -16,6 +16,8 @@ from authgate.ratelimit import RateLimiter
 from authgate.store import Store
 
 if TYPE_CHECKING:
+    from authgate.aauth.abuse import AbuseGuard
+    from authgate.aauth.directory import IdentityDirectory
     from authgate.approvals import ApprovalService
     from authgate.oauth.clients import ClientResolver
 
@@ -29,6 +31,9 @@ class ServerContext:
     clients: ClientResolver
     registration_limiter: RateLimiter
     approvals: ApprovalService
+    #: AAuth: blinded identity attributes and matching; rate limits and lock-out of identity attempts.
+    identity: IdentityDirectory
+    aauth_guard: AbuseGuard
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("authgate"))
     #: Password attempts per username and address, shared by every sign-in form (sign-in page, consent page).
     login_limiter: RateLimiter = field(init=False)

@@ -336,8 +336,114 @@ class Store:
 
     async def remove_user(self, username: str) -> bool:
         async with self.engine.begin() as conn:
+            subject = sa.select(t.users.c.subject).where(t.users.c.username == username).scalar_subquery()
+            await conn.execute(sa.delete(t.identity_attributes).where(t.identity_attributes.c.subject == subject))
             res = await conn.execute(sa.delete(t.users).where(t.users.c.username == username))
         return bool(res.rowcount)
+
+    # -- identity directory (AAuth): blinded attributes, lock-outs, server secrets -----------------------
+
+    async def replace_identity_attributes(self, subject: str, blinds: dict[str, str],
+                                          audit: AuditEntry | None = None) -> None:
+        """Replace the user's whole set of blinded attributes (name -> HMAC hex) in one transaction."""
+        c = t.identity_attributes.c
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.delete(t.identity_attributes).where(c.subject == subject))
+            if blinds:
+                await conn.execute(sa.insert(t.identity_attributes),
+                                   [{"subject": subject, "name": n, "blind": b} for n, b in sorted(blinds.items())])
+            if audit is not None:
+                await conn.execute(sa.insert(t.audit_log).values(
+                    at=self._now(), event=audit.event, client_id=audit.client_id, subject=audit.subject,
+                    detail=audit.detail or {}))
+
+    async def identity_attributes(self, subject: str) -> dict[str, str]:
+        c = t.identity_attributes.c
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(c.name, c.blind).where(c.subject == subject))
+        return {r.name: r.blind for r in rows}
+
+    async def identity_candidates(self, blinds: list[str], names: list[str], *, at_least: int = 1,
+                                  limit: int = 16) -> dict[str, dict[str, str]]:
+        """The users holding at least ``at_least`` of ``blinds`` (at most ``limit``, those holding the most first),
+        with their stored blinds for ``names`` (subject -> name -> blind); one query whatever the outcome."""
+        c = t.identity_attributes.c
+        holders = (sa.select(c.subject).where(c.blind.in_(blinds)).group_by(c.subject)
+                   .having(sa.func.count() >= at_least)
+                   .order_by(sa.func.count().desc(), c.subject).limit(limit).scalar_subquery())
+        query = sa.select(c.subject, c.name, c.blind).where(c.subject.in_(holders), c.name.in_(names))
+        out: dict[str, dict[str, str]] = {}
+        async with self.engine.connect() as conn:
+            for r in await conn.execute(query):
+                out.setdefault(r.subject, {})[r.name] = r.blind
+        return out
+
+    async def server_secret(self, name: str, make: Callable[[], str]) -> str:
+        """The named server secret, created with ``make()`` by the first caller; every process gets the same."""
+        c = t.server_secrets.c
+        query = sa.select(c.value).where(c.name == name)
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(query)).scalar_one_or_none()
+        if value is not None:
+            return str(value)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(sa.insert(t.server_secrets).values(name=name, value=make(), created_at=self._now()))
+        except sa.exc.IntegrityError:
+            pass  # another process created it first; theirs wins
+        async with self.engine.connect() as conn:
+            return str((await conn.execute(query)).scalar_one())
+
+    async def record_identity_failure(self, user_index: str, *, window: int, threshold: int,
+                                      lock_seconds: int) -> bool:
+        """Count one failed match for ``user_index`` (failures older than ``window`` s start a new count);
+        on reaching ``threshold`` lock it for ``lock_seconds`` and start counting again. Atomic across
+        processes (conditional UPDATEs). Returns whether it is now locked."""
+        now = self._now()
+        c = t.identity_lockouts.c
+        fresh = c.window_start > now - window
+        bump = (sa.update(t.identity_lockouts).where(c.user_index == user_index).values(
+            failures=sa.case((fresh, c.failures + 1), else_=1),
+            window_start=sa.case((fresh, c.window_start), else_=now),
+            updated_at=now))
+        for _ in range(3):
+            try:
+                async with self.engine.begin() as conn:
+                    if not (await conn.execute(bump)).rowcount:
+                        await conn.execute(sa.insert(t.identity_lockouts).values(
+                            user_index=user_index, failures=1, window_start=now, locked_until=0, updated_at=now))
+                    await conn.execute(
+                        sa.update(t.identity_lockouts)
+                        .where(c.user_index == user_index, c.failures >= threshold)
+                        .values(failures=0, window_start=now, locked_until=now + lock_seconds))
+                    until = (await conn.execute(
+                        sa.select(c.locked_until).where(c.user_index == user_index))).scalar_one()
+                return int(until) > now
+            except sa.exc.IntegrityError:
+                continue  # a concurrent first failure inserted the row; count on it
+        raise RuntimeError("could not record an identity failure")
+
+    async def identity_locked_until(self, user_index: str) -> int:
+        c = t.identity_lockouts.c
+        async with self.engine.connect() as conn:
+            until = (await conn.execute(sa.select(c.locked_until).where(c.user_index == user_index))).scalar()
+        return int(until or 0)
+
+    async def clear_identity_failures(self, user_index: str) -> None:
+        """Forget the failures counted for ``user_index``; a lock-out in force stays until it ends."""
+        c = t.identity_lockouts.c
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.delete(t.identity_lockouts).where(
+                c.user_index == user_index, c.locked_until <= self._now()))
+
+    async def purge_identity_lockouts(self, older_than: int) -> int:
+        """Delete lock-out rows untouched for ``older_than`` seconds and no longer locking."""
+        now = self._now()
+        c = t.identity_lockouts.c
+        async with self.engine.begin() as conn:
+            res = await conn.execute(sa.delete(t.identity_lockouts).where(
+                c.updated_at < now - older_than, c.locked_until <= now))
+        return int(res.rowcount)
 
     # -- approval requests ---------------------------------------------------------------------------
 

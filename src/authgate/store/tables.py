@@ -100,3 +100,33 @@ approval_requests = sa.Table(
     sa.Column("link_hash", sa.String(64), unique=True),
     sa.Column("code_hash", sa.String(64)),
 )
+
+# AAuth identity directory (migration 0003). Only keyed hashes of normalised attribute values are stored: ``blind``
+# is HMAC-SHA-256(pepper, name "\0" value), hex; it already depends on the name, so it alone is the lookup key.
+identity_attributes = sa.Table(
+    "identity_attributes",
+    metadata,
+    sa.Column("subject", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("blind", sa.String(64), nullable=False, index=True),
+)
+
+# Failed identity matches per claimed person (a blinded index, never a raw value) and the lock-out they cause.
+identity_lockouts = sa.Table(
+    "identity_lockouts",
+    metadata,
+    sa.Column("user_index", sa.String(64), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("window_start", sa.BigInteger, nullable=False),
+    sa.Column("locked_until", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False, index=True),
+)
+
+# Server-generated secrets every process must agree on (the identity pepper), created once by whoever is first.
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
