@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import sqlalchemy as sa
 
 from authgate.aauth.abuse import DIMENSIONS, AbuseGuard
 from authgate.app import build_context
@@ -12,6 +13,7 @@ from authgate.clock import FrozenClock
 from authgate.context import ServerContext
 from authgate.errors import TooManyRequests
 from authgate.store import Store
+from authgate.store import tables as t
 
 LIMITS = {"aauth_rate_client": 6, "aauth_rate_user": 2, "aauth_rate_caller_id": 3, "aauth_rate_ip": 4,
           "aauth_rate_conversation": 5}
@@ -126,3 +128,21 @@ async def test_lockout_rows_are_purged_when_stale(ctx: ServerContext, store: Sto
     clock.advance(ctx.settings.aauth_lockout_seconds - 10)
     assert await store.purge_identity_lockouts(older_than=60) == 1  # "a"; "b" is still locked
     assert await ctx.aauth_guard.locked("b")
+
+
+
+async def test_failures_purge_stale_rows_now_and_then(ctx: ServerContext, store: Store, clock: FrozenClock) -> None:
+    s = ctx.settings
+
+    async def rows() -> list[str]:
+        async with store.engine.connect() as conn:
+            return list((await conn.execute(sa.select(t.identity_lockouts.c.user_index))).scalars().all())
+
+    guard = AbuseGuard(store, s, clock)
+    await guard.failure("old")
+    clock.advance(s.aauth_lockout_window + s.aauth_lockout_seconds + 1)
+    await guard.failure("new")
+    assert await rows() == ["new"]
+    clock.advance(s.aauth_lockout_window + s.aauth_lockout_seconds + 1)
+    await guard.failure("newer")  # more than PURGE_EVERY later: purged again
+    assert sorted(await rows()) == ["newer"]

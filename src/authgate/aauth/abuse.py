@@ -26,6 +26,8 @@ from authgate.store import Store
 
 #: The dimensions :meth:`AbuseGuard.admit` knows, each limited by ``aauth_rate_<dimension>``.
 DIMENSIONS = ("client", "user", "caller_id", "ip", "conversation")
+#: Seconds between two purges of stale lock-out rows (done by whichever process records a failure).
+PURGE_EVERY = 600
 
 
 class AbuseGuard:
@@ -34,6 +36,7 @@ class AbuseGuard:
         self.settings = settings
         self.clock = clock
         self.limiters = {d: RateLimiter(int(getattr(settings, f"aauth_rate_{d}")), 60, clock) for d in DIMENSIONS}
+        self._purged_at = 0.0
 
     async def admit(self, dimensions: Mapping[str, str | None]) -> None:
         """Count one attempt in every dimension given (empty or None values are skipped); raise
@@ -68,6 +71,11 @@ class AbuseGuard:
         await self.store.record_identity_failure(user_index, window=s.aauth_lockout_window,
                                                  threshold=s.aauth_lockout_threshold,
                                                  lock_seconds=s.aauth_lockout_seconds)
+        now = self.clock.now()
+        if now - self._purged_at >= PURGE_EVERY:
+            # Rows of people who stopped failing long ago and are not locked: the table stays bounded.
+            self._purged_at = now
+            await self.store.purge_identity_lockouts(older_than=s.aauth_lockout_window + s.aauth_lockout_seconds)
 
     async def success(self, user_index: str | None) -> None:
         """Forget the failures counted for the person (a lock-out in force stays until it ends)."""

@@ -151,8 +151,7 @@ class IdentityDirectory:
         candidates = await self.store.identity_candidates(
             list(submitted.values()), list(submitted), at_least=near_miss, limit=_MAX_CANDIDATES)
         if not candidates:
-            dummy = {name: secrets.token_hex(32) for name in submitted}
-            candidates = {"": dummy}
+            candidates = {"": {}}  # nobody: compare as often as for a real candidate, against nothing
         qualifying: list[tuple[str, frozenset[str]]] = []
         near: list[tuple[int, str]] = []
         for subject, stored in candidates.items():
