@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from authgate.aauth.wire import DEFAULT_DRAFT
+
 RegistrationMode = Literal["open", "token", "closed"]
 
 
@@ -119,6 +121,16 @@ class Settings:
     aauth_lockout_window: int = 900
     aauth_lockout_seconds: int = 900
 
+    # -- AAuth agent authorization grant (authgate.aauth.grant, .wire) -----------------------------------
+    #: The draft revision the grant follows, advertised as ``agent_authorization_draft`` in server metadata.
+    aauth_draft: str = DEFAULT_DRAFT
+    #: Lifetime of the grant's access tokens (seconds; the profile asks for 5-15 minutes). Never refreshable.
+    aauth_token_ttl: int = 600
+    #: How long the user has to approve an escalation, and so how long its ``request_code`` lives.
+    aauth_escalation_ttl: int = 300
+    #: Seconds an agent waits between polls of a pending escalation (``slow_down`` adds 5 each time).
+    aauth_interval: int = 5
+
     @property
     def issuer_url(self) -> str:
         if self.issuer:
@@ -154,6 +166,7 @@ class Settings:
             raise ConfigError("default_scopes must be a subset of scopes")
         _validate_delivery(self)
         _validate_aauth_identity(self)
+        _validate_aauth_grant(self)
         return self
 
 
@@ -204,6 +217,18 @@ def _validate_aauth_identity(s: Settings) -> None:
     for name in ("aauth_lockout_threshold", "aauth_lockout_window", "aauth_lockout_seconds"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+
+
+def _validate_aauth_grant(s: Settings) -> None:
+    """The AAuth grant block of :meth:`Settings.validate`."""
+    if not s.aauth_draft or not s.aauth_draft.isprintable() or len(s.aauth_draft) > 100:
+        raise ConfigError("aauth_draft must name a draft revision, like draft-rosenberg-oauth-aauth-01")
+    if not 0 < s.aauth_token_ttl <= 3600:
+        raise ConfigError("aauth_token_ttl must be between 1 and 3600 seconds")
+    if not 0 < s.aauth_escalation_ttl <= s.approvals_max_ttl:
+        raise ConfigError("aauth_escalation_ttl must be positive and at most approvals_max_ttl")
+    if not 0 < s.aauth_interval < s.aauth_escalation_ttl:
+        raise ConfigError("aauth_interval must be positive and shorter than aauth_escalation_ttl")
 
 
 def is_loopback_host(host: str) -> bool:

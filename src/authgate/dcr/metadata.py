@@ -29,11 +29,18 @@ from urllib.parse import urlsplit
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
 
+from authgate.aauth import wire as aauth_wire
 from authgate.config import Settings
 from authgate.dcr.redirects import check_redirect_uris
 from authgate.errors import InvalidClientMetadata, InvalidRedirectURI
 from authgate.net.jwks import check_public_jwks
-from authgate.oauth.metadata import ASSERTION_ALGS, CIBA_GRANT_TYPE, CLIENT_AUTH_METHODS, GRANT_TYPES
+from authgate.oauth.metadata import (
+    AAUTH_GRANT_TYPE,
+    ASSERTION_ALGS,
+    CIBA_GRANT_TYPE,
+    CLIENT_AUTH_METHODS,
+    GRANT_TYPES,
+)
 
 DEFAULT_AUTH_METHOD = "client_secret_basic"
 SECRET_AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post"})
@@ -78,7 +85,7 @@ def validate_client_metadata(request: Mapping[str, Any], settings: Settings) -> 
         redirect_uris = check_redirect_uris(request.get("redirect_uris"), required=False)
         if redirect_uris:
             out["redirect_uris"] = redirect_uris
-    for confidential_only in ("client_credentials", CIBA_GRANT_TYPE):
+    for confidential_only in ("client_credentials", CIBA_GRANT_TYPE, AAUTH_GRANT_TYPE):
         if confidential_only in grant_types and auth_method == "none":
             raise InvalidClientMetadata(f"{confidential_only} requires a confidential client (not method none)")
 
@@ -97,6 +104,7 @@ def validate_client_metadata(request: Mapping[str, Any], settings: Settings) -> 
         out["application_type"] = application_type
 
     out["scope"] = _scope(request.get("scope"), settings)
+    out.update(_agent_authorization(request, grant_types, settings))
 
     for name, limit in _TEXT_FIELDS.items():
         _localized(request, name, out, lambda field, value, limit=limit: _text(field, value, limit))
@@ -207,6 +215,48 @@ def _scope(value: object, settings: Settings) -> str:
     known = set(settings.scopes)
     granted = _unique(s for s in value.split(" ") if s in known)
     return " ".join(granted or settings.default_scopes)
+
+
+def _agent_authorization(request: Mapping[str, Any], grant_types: list[str], settings: Settings) -> dict[str, Any]:
+    """The AAuth grant's client metadata (authgate profile, spec note §6.9). With the grant, a scope ceiling is
+    required; elevated scopes lie within the ceiling, the ceiling within the server's scopes (never
+    ``offline_access``: the grant issues no refresh tokens). Without the grant these members are refused."""
+    names = (aauth_wire.CLIENT_SCOPE_CEILING, aauth_wire.CLIENT_ELEVATED_SCOPES, aauth_wire.CLIENT_CHANNELS)
+    if AAUTH_GRANT_TYPE not in grant_types:
+        given = [n for n in names if request.get(n) is not None]
+        if given:
+            raise InvalidClientMetadata(f"{given[0]} needs the agent_authorization grant type")
+        return {}
+    known = set(settings.scopes) - {"offline_access"}
+    ceiling = _scope_set(aauth_wire.CLIENT_SCOPE_CEILING, request.get(aauth_wire.CLIENT_SCOPE_CEILING), known)
+    if not ceiling:
+        raise InvalidClientMetadata(f"the agent_authorization grant needs {aauth_wire.CLIENT_SCOPE_CEILING}")
+    elevated = _scope_set(aauth_wire.CLIENT_ELEVATED_SCOPES, request.get(aauth_wire.CLIENT_ELEVATED_SCOPES),
+                          set(ceiling))
+    out: dict[str, Any] = {aauth_wire.CLIENT_SCOPE_CEILING: " ".join(ceiling),
+                           aauth_wire.CLIENT_ELEVATED_SCOPES: " ".join(elevated)}
+    channels = request.get(aauth_wire.CLIENT_CHANNELS)
+    if channels is not None:
+        listed = _string_list(aauth_wire.CLIENT_CHANNELS, channels)
+        if not listed or not set(listed) <= set(aauth_wire.CHANNELS):
+            raise InvalidClientMetadata(f"{aauth_wire.CLIENT_CHANNELS} must list some of "
+                                        + ", ".join(aauth_wire.CHANNELS))
+        out[aauth_wire.CLIENT_CHANNELS] = listed
+    return out
+
+
+def _scope_set(name: str, value: object, allowed: set[str]) -> list[str]:
+    """A space-separated scope list whose every member is in ``allowed`` (refused, not dropped: a ceiling that
+    silently lost a member would not be the one the owner wrote)."""
+    if value is None:
+        return []
+    if not isinstance(value, str) or len(value) > MAX_SCOPE_LENGTH:
+        raise InvalidClientMetadata(f"{name} must be a space-separated string")
+    scopes = _unique(s for s in value.split(" ") if s)
+    outside = [s for s in scopes if s not in allowed]
+    if outside:
+        raise InvalidClientMetadata(f"{name} names scopes outside what is allowed here")
+    return scopes
 
 
 def _text(name: str, value: object, limit: int) -> str:

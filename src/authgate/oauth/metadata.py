@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from authgate.aauth import wire as aauth_wire
+from authgate.aauth.discovery import server_metadata_members as aauth_metadata_members
 from authgate.config import Settings
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
-GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials", CIBA_GRANT_TYPE]
+AAUTH_GRANT_TYPE = aauth_wire.GRANT_TYPE
+GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials", CIBA_GRANT_TYPE, AAUTH_GRANT_TYPE]
 ASSERTION_ALGS = ["ES256", "RS256", "PS256", "EdDSA", "Ed25519"]
 
 
@@ -40,6 +43,7 @@ def server_metadata(settings: Settings) -> dict[str, Any]:
         "backchannel_authentication_endpoint": f"{issuer}/bc-authorize",
         "backchannel_token_delivery_modes_supported": ["poll"],
         "backchannel_user_code_parameter_supported": False,
+        **aauth_metadata_members(settings),
     }
     if settings.registration != "closed":
         doc["registration_endpoint"] = f"{issuer}/register"

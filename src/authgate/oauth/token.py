@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from authgate.aauth.grant import agent_authorization_grant
 from authgate.context import ServerContext
 from authgate.crypto.hashing import token_hash
 from authgate.errors import (
@@ -29,7 +30,7 @@ from authgate.oauth.authorize import AUTHORIZATION_CODE
 from authgate.oauth.ciba import ciba_grant
 from authgate.oauth.client_auth import authenticate_client
 from authgate.oauth.clients import Client
-from authgate.oauth.metadata import CIBA_GRANT_TYPE
+from authgate.oauth.metadata import AAUTH_GRANT_TYPE, CIBA_GRANT_TYPE
 from authgate.oauth.pkce import verifier_matches
 from authgate.oauth.policy import (
     allowed_scopes,
@@ -43,6 +44,8 @@ from authgate.oauth.tokens import REFRESH_TOKEN, Grant, issue_tokens, new_grant_
 from authgate.store import Artifact
 
 GrantHandler = Callable[[ServerContext, Client, dict[str, str]], Awaitable[dict[str, Any]]]
+#: A grant that also needs the HTTP request (the AAuth grant rate-limits by source address).
+RequestGrantHandler = Callable[[ServerContext, Client, dict[str, str], Request], Awaitable[dict[str, Any]]]
 
 
 async def _peek(ctx: ServerContext, client: Client, value: str, kind: str, message: str) -> Artifact:
@@ -157,10 +160,14 @@ GRANTS: dict[str, GrantHandler] = {
     "client_credentials": client_credentials_grant,
     CIBA_GRANT_TYPE: ciba_grant,
 }
+REQUEST_GRANTS: dict[str, RequestGrantHandler] = {
+    AAUTH_GRANT_TYPE: agent_authorization_grant,
+}
 
 
 def routes(ctx: ServerContext, grants: dict[str, GrantHandler] | None = None) -> list[BaseRoute]:
     handlers = dict(GRANTS if grants is None else grants)
+    request_handlers = dict(REQUEST_GRANTS if grants is None else {})
 
     @oauth_endpoint
     async def token_endpoint(request: Request) -> Response:
@@ -169,13 +176,18 @@ def routes(ctx: ServerContext, grants: dict[str, GrantHandler] | None = None) ->
         if not grant_type:
             raise InvalidRequest("grant_type is required")
         handler = handlers.get(grant_type)
-        if handler is None:
+        request_handler = request_handlers.get(grant_type)
+        if handler is None and request_handler is None:
             raise UnsupportedGrantType(f"grant_type {printable(grant_type, 64)} is not supported")
         client = await authenticate_client(ctx, request, form)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient("client is not registered for this grant type")
         try:
-            body = await handler(ctx, client, form)
+            if request_handler is not None:
+                body = await request_handler(ctx, client, form, request)
+            else:
+                assert handler is not None
+                body = await handler(ctx, client, form)
         except InvalidGrant as exc:
             await ctx.store.audit("token.denied", client_id=client.client_id, grant_type=grant_type,
                                   reason=exc.description)

@@ -43,11 +43,24 @@ def new_grant_id() -> str:
     return secrets.token_urlsafe(18)
 
 
+#: Claims ``issue_tokens`` always sets itself; ``extra_claims`` may not replace them.
+RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "client_id", "iat", "nbf", "exp", "jti", "scope", "auth_time"})
+
+
 async def issue_tokens(ctx: ServerContext, client: Client, grant: Grant, *, refresh: bool,
-                       family_expires_at: int | None = None) -> dict[str, Any]:
-    """Mint an access token (and optionally a refresh token in the grant's family); return the token response."""
+                       family_expires_at: int | None = None, extra_claims: dict[str, Any] | None = None,
+                       ttl: int | None = None) -> dict[str, Any]:
+    """Mint an access token (and optionally a refresh token in the grant's family); return the token response.
+
+    ``extra_claims`` (e.g. RFC 8693 ``act``, ``amr``) are added to the access token; they may not replace a
+    claim set here (``auth_time`` comes from the grant). ``ttl`` overrides ``access_token_ttl``."""
+    clash = RESERVED_CLAIMS & set(extra_claims or {})
+    if clash:
+        raise ValueError(f"extra_claims may not set {', '.join(sorted(clash))}")
+    if ttl is not None and ttl <= 0:
+        raise ValueError("ttl must be positive")
     now = ctx.now()
-    ttl = ctx.settings.access_token_ttl
+    ttl = ttl or ctx.settings.access_token_ttl
     jti = secrets.token_urlsafe(16)
     access_scopes = [s for s in grant.scopes if s != "offline_access"]
     claims: dict[str, Any] = {
@@ -64,6 +77,7 @@ async def issue_tokens(ctx: ServerContext, client: Client, grant: Grant, *, refr
         claims["scope"] = " ".join(access_scopes)
     if grant.auth_time is not None:
         claims["auth_time"] = grant.auth_time
+    claims.update(extra_claims or {})
     access_token = await ctx.keys.sign(claims)
     records = [NewArtifact(
         jti, ACCESS_TOKEN,

@@ -15,12 +15,17 @@ published byte for byte as given, because clients compare them to the AS ``issue
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from authgate.aauth import wire as aauth_wire
+
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
+#: Natural-language scope descriptions for agents (AAuth, draft-rosenberg-oauth-aauth), at the host root.
+AAUTH_WELL_KNOWN = aauth_wire.AAUTH_WELL_KNOWN
+MAX_SCOPE_DESCRIPTION = 1000
 
 # MCP 2026-07-28: a resource server SHOULD NOT advertise offline_access (it is the AS's business).
 NEVER_ADVERTISED = frozenset({"offline_access"})
@@ -87,6 +92,9 @@ class ProtectedResource:
     resource_name: str | None = None
     resource_documentation: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Scope -> what it lets an agent do, in words a person understands (read out by voice agents, shown on
+    #: approval pages). Published at ``/.well-known/aauth.json`` when not empty.
+    scope_descriptions: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resource", canonical_resource(self.resource))
@@ -102,6 +110,18 @@ class ProtectedResource:
         for url in (self.resource_documentation,):
             if url is not None:
                 canonical_resource(url)
+        described: dict[str, str] = {}
+        for scope in advertisable(check_scopes(self.scope_descriptions)):
+            text = self.scope_descriptions[scope]
+            if not isinstance(text, str) or not text.strip() or len(text) > MAX_SCOPE_DESCRIPTION:
+                raise ValueError(f"the description of {scope!r} must be 1-{MAX_SCOPE_DESCRIPTION} characters")
+            described[scope] = text.strip()
+        object.__setattr__(self, "scope_descriptions", described)
+
+    def aauth_document(self) -> dict[str, Any]:
+        """The ``/.well-known/aauth.json`` document: ``{"scope_descriptions": [{"scope", "description"}]}``."""
+        return {aauth_wire.SCOPE_DESCRIPTIONS: [{"scope": scope, "description": text}
+                                                for scope, text in self.scope_descriptions.items()]}
 
     @property
     def metadata_path(self) -> str:

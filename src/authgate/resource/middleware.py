@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authgate.errors import OAuthError
 from authgate.resource.bearer import BearerGuard
-from authgate.resource.metadata import ProtectedResource, check_scopes
+from authgate.resource.metadata import AAUTH_WELL_KNOWN, ProtectedResource, check_scopes
 from authgate.resource.verifier import AccessClaims, TokenVerifier
 
 STATE_KEY = "authgate"
@@ -99,10 +99,12 @@ async def send_json(
 
 
 class MetadataEndpoint:
-    """The RFC 9728 document as a tiny ASGI app (GET/HEAD, cacheable, readable cross-origin)."""
+    """The RFC 9728 document (or, with ``document``, another public JSON document such as ``aauth.json``) as
+    a tiny ASGI app (GET/HEAD, cacheable, readable cross-origin)."""
 
-    def __init__(self, resource: ProtectedResource, max_age: int = 300) -> None:
-        self.body = json.dumps(resource.document()).encode()
+    def __init__(self, resource: ProtectedResource, max_age: int = 300, *,
+                 document: dict[str, Any] | None = None) -> None:
+        self.body = json.dumps(resource.document() if document is None else document).encode()
         self.headers = {
             "Content-Type": "application/json",
             "Cache-Control": f"public, max-age={max_age}",
@@ -133,7 +135,8 @@ def token_in_query(scope: Scope) -> bool:
 
 
 class AuthGateMiddleware:
-    """Serves the protected resource metadata and enforces ``rules`` on every HTTP and WebSocket request."""
+    """Serves the protected resource metadata (and ``/.well-known/aauth.json`` when the resource describes its
+    scopes) and enforces ``rules`` on every HTTP and WebSocket request."""
 
     def __init__(
         self,
@@ -152,6 +155,9 @@ class AuthGateMiddleware:
         self.unmatched: Unmatched = unmatched
         self.metadata = MetadataEndpoint(resource)
         self.metadata_path = resource.metadata_path
+        #: ``/.well-known/aauth.json``, served when the resource describes its scopes.
+        self.aauth = (MetadataEndpoint(resource, document=resource.aauth_document())
+                      if resource.scope_descriptions else None)
 
     def rule_for(self, method: str, path: str) -> Rule | None:
         for rule in self.rules:
@@ -168,6 +174,9 @@ class AuthGateMiddleware:
         method: str = scope.get("method", "GET") if kind == "http" else "GET"
         if kind == "http" and path == self.metadata_path:
             await self.metadata(scope, receive, send)
+            return
+        if kind == "http" and path == AAUTH_WELL_KNOWN and self.aauth is not None:
+            await self.aauth(scope, receive, send)
             return
         state = scope.setdefault("state", {})
         state[GUARD_STATE_KEY] = self.guard
