@@ -373,3 +373,13 @@ def test_cli_add_with_attributes_and_set_attributes(tmp_path: Any, capsys: pytes
             await store.close()
 
     asyncio.run(check())
+
+
+async def test_processes_starting_together_agree_on_one_pepper(store: Store, settings: Settings) -> None:
+    import asyncio
+
+    directories = await asyncio.gather(*(IdentityDirectory.open(store, settings) for _ in range(5)))
+    assert len({d.blind("acct_last4", "1234") for d in directories}) == 1
+    async with store.engine.connect() as conn:
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(t.server_secrets))).scalar_one()
+    assert count == 2  # the pepper and its check value, once each
