@@ -18,4 +18,15 @@ async def test_demo_succeeds_and_reports_each_step(tmp_path: object) -> None:
     assert "auto-approved" in text
     assert "called tool whoami → 'dev-user via client" in text
     assert "AUTO-DECIDED BY THE DEMO" in text and "acting for alice" in text
+    aauth = text[text.index("[4] AAuth"):]
+    assert "→ 400 invalid_grant: the same answer as for an unknown person" in aauth
+    assert "scope 'orders:read', amr ['pii'], no refresh token" in aauth
+    assert "GET /orders/A-1042 → 200: shipped" in aauth
+    assert "the same token cannot change the address: POST → 403" in aauth
+    assert "escalated: 400 authorization_pending with a request_code" in aauth
+    assert "AUTO-DECIDED BY THE DEMO in maria's place: approved" in aauth
+    assert "scope 'orders:write', amr ['pii', 'oob']" in aauth
+    assert "POST /orders/A-1042/address → 200: delivery address changed" in aauth
+    for value in ("María", "Maria", "García", "Garcia", "1986-03-14", "14 March 1986", "94107", "+14155550142"):
+        assert value not in aauth
     assert text.rstrip().endswith("demo succeeded")

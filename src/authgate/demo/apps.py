@@ -1,10 +1,13 @@
-"""The demo's protected resources: a small notes API and an MCP server built with the ``mcp`` SDK.
+"""The demo's protected resources: a small notes API, an MCP server built with the ``mcp`` SDK, and a
+customer-support orders API (the AAuth scenario).
 
 Both verify authgate's JWT access tokens locally (JWKS fetched from the authorization server and cached),
 and both answer a missing or insufficient token with the RFC 9728 / RFC 6750 challenge agents follow.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from starlette.applications import Starlette
@@ -43,6 +46,50 @@ def notes_api(issuer: str, resource_url: str) -> tuple[ASGIApp, JWTVerifier]:
     protected = AuthGateMiddleware(app, verifier, resource, rules=[
         protect("/notes", "notes:read", methods={"GET"}),
         protect("/notes", "notes:write", methods={"POST"}),
+    ])
+    return protected, verifier
+
+
+def orders_api(issuer: str, resource_url: str, orders: dict[str, dict[str, Any]]) -> tuple[ASGIApp, JWTVerifier]:
+    """``GET /orders/{id}`` needs ``orders:read``; ``POST /orders/{id}/address`` needs ``orders:write``. An order
+    is visible only to its customer (the token's ``sub``): anyone else gets 404, as if it did not exist."""
+
+    def own_order(request: Request) -> dict[str, Any] | None:
+        claims = claims_of(request)
+        order = orders.get(request.path_params["order_id"])
+        return order if order is not None and claims is not None and order["customer"] == claims.subject else None
+
+    async def get_order(request: Request) -> JSONResponse:
+        order = own_order(request)
+        if order is None:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        return JSONResponse({k: v for k, v in order.items() if k != "customer"})
+
+    async def change_address(request: Request) -> JSONResponse:
+        order = own_order(request)
+        if order is None:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        body = await request.json()
+        address = {k: str(body.get(k, ""))[:200] for k in ("street", "city", "postal_code")}
+        if not all(address.values()):
+            return JSONResponse({"error": "invalid_address"}, status_code=400)
+        order["delivery_address"] = address
+        return JSONResponse({k: v for k, v in order.items() if k != "customer"})
+
+    app = Starlette(routes=[
+        Route("/orders/{order_id}", get_order, methods=["GET"]),
+        Route("/orders/{order_id}/address", change_address, methods=["POST"]),
+    ])
+    resource = ProtectedResource(resource=resource_url, authorization_servers=[issuer],
+                                 scopes_supported=["orders:read", "orders:write"], resource_name="Demo orders API",
+                                 scope_descriptions={
+                                     "orders:read": "See your orders, their status and delivery dates",
+                                     "orders:write": "Change an order's delivery address",
+                                 })
+    verifier = JWTVerifier(issuer, resource.resource)
+    protected = AuthGateMiddleware(app, verifier, resource, rules=[
+        protect("/orders/*", "orders:read", methods={"GET"}),
+        protect("/orders/*", "orders:write", methods={"POST"}),
     ])
     return protected, verifier
 

@@ -61,6 +61,9 @@ class Demo:
     api_url: str
     mcp_url: str
     report: Report
+    #: The AAuth scenario's orders API (resource URL) and its data, shared with the running app.
+    orders_url: str = ""
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Trace:
@@ -220,36 +223,188 @@ async def scenario_ciba_approval(demo: Demo) -> None:
            f"GET {demo.api_url} → {resp.status_code} acting for alice ({caller.get('sub')})")
 
 
+def _jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, not verified: for printing only (the API verifies it)."""
+    import base64
+    import json
+
+    try:
+        payload = token.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+async def scenario_aauth_phone_agent(demo: Demo) -> None:
+    """AAuth (agent authorization grant): a support agent on a phone line identifies the caller from details
+    collected in conversation, reads an order with the low tier, and escalates to the customer's approval on
+    their registered phone before changing the delivery address. The demo approves in the customer's place."""
+    import secrets as _secrets
+
+    from authgate.agent import (
+        AgentAuthorizationClient,
+        AgentAuthorizationPending,
+        IdentityNotVerified,
+        discover_agent_authorization,
+        fetch_scope_descriptions,
+    )
+    from authgate.agent.aauth import GRANT_TYPE
+    from authgate.crypto.hashing import hash_password
+    from authgate.store import User
+
+    r = demo.report
+    r.section("[4] AAuth — a support agent on a phone line (agent authorization grant, escalation to the customer)")
+    ctx = demo.ctx
+    # The demo customer: a sign-in account with a phone on file (where approvals go), and identity attributes
+    # that the directory keeps only as keyed hashes. The report never prints the values.
+    maria = User(subject="u_" + _secrets.token_urlsafe(8), username="maria", created_at=ctx.now(),
+                 password_hash=hash_password(_secrets.token_urlsafe(16)), phone="+14155550142")
+    if await ctx.store.get_user_by_name("maria") is None:
+        await ctx.store.add_user(maria)
+    customer = await ctx.store.get_user_by_name("maria")
+    assert customer is not None
+    on_file = {"given_name": "María", "family_name": "García", "birthdate": "1986-03-14", "postal_code": "94107",
+               "phone_number": "+14155550142"}
+    await ctx.identity.set_attributes(customer.subject, on_file)
+    r.step(await ctx.identity.attribute_names(customer.subject) == sorted(on_file),
+           f"demo customer maria: {len(on_file)} identity attributes stored blinded (keyed hashes only): "
+           f"{', '.join(on_file)}; a phone number on file for approvals")
+    demo.orders["A-1042"] = {"id": "A-1042", "customer": customer.subject, "status": "shipped",
+                             "carrier": "UPS", "eta": "Thursday",
+                             "delivery_address": {"street": "12 Old St", "city": "San Francisco",
+                                                  "postal_code": "94107"}}
+    trace = _Trace(r)
+    async with httpx.AsyncClient(event_hooks={"response": [trace.response]}, timeout=20) as http:
+        reg = (await http.post(f"{demo.issuer}/register", json={
+            "client_name": "demo support agent (phone line)", "grant_types": [GRANT_TYPE],
+            "token_endpoint_auth_method": "client_secret_basic", "scope": "orders:read orders:write",
+            "agent_authorization_scope_ceiling": "orders:read orders:write",
+            "agent_authorization_elevated_scopes": "orders:write", "agent_channels": ["pstn"]})).json()
+        if not r.step("client_secret" in reg, "registered itself by DCR for the agent authorization grant: "
+                      f"client_id {reg.get('client_id')}, ceiling 'orders:read orders:write', "
+                      "elevated 'orders:write'"):
+            return
+        server = await discover_agent_authorization(http, demo.issuer)
+        descriptions = await fetch_scope_descriptions(http, demo.orders_url)
+        r.step(bool(descriptions), f"discovered the grant (at least {server.min_claims} matching details) and "
+               f"the API's scope descriptions: " + "; ".join(f"{k} = {v!r}" for k, v in descriptions.items()))
+        agent = AgentAuthorizationClient(http, server.token_endpoint, reg["client_id"], reg["client_secret"])
+
+        # The conversation. Values are captured deterministically (speech slots checked against the
+        # transcript, keypad digits), never taken from the model's free text; caller ID comes from signalling.
+        collected = {"given_name": "Maria", "family_name": "Garcia", "birthdate": "14 March 1986",
+                     "address": {"postal_code": "94107"}}
+        capture = {"given_name": "asr_validated", "family_name": "asr_validated", "birthdate": "dtmf",
+                   "postal_code": "dtmf"}
+        call: dict[str, Any] = {"channel": "pstn", "caller_id": "+14155550142", "capture_method": capture,
+                "conversation_id": "call-" + _secrets.token_hex(4), "resource": demo.orders_url}
+        r.note("caller: Hi, where is my order A-1042?")
+        r.note("agent:  I can help with that. Can I have your name, date of birth and ZIP code?")
+        r.note("agent collected (values not shown): " + ", ".join(f"{k} [{v}]" for k, v in capture.items())
+               + "; caller ID from telephony signalling (the customer's own number)")
+
+        # A hallucinated or guessed identity gets nowhere, and the answer does not say why.
+        try:
+            await agent.request_token({**collected, "birthdate": "1986-03-15"}, scope="orders:read", **call)
+            r.step(False, "a wrong birthdate was accepted")
+        except IdentityNotVerified as exc:
+            r.step(True, f"first, a slip (one wrong detail) → {exc.status_code} {exc.error}: the same answer as "
+                   "for an unknown person")
+
+        tokens = await agent.request_token(collected, scope="orders:read", reason="Tell the caller where their "
+                                           "order A-1042 is", **call)
+        claims = _jwt_claims(tokens.access_token)
+        r.step(claims.get("sub") == customer.subject and claims.get("amr") == ["pii"] and not tokens.refresh_token,
+               f"PII-tier token: sub maria ({claims.get('sub')}), act {claims.get('act')}, scope "
+               f"'{tokens.scope}', amr {claims.get('amr')}, no refresh token")
+        resp = await http.get(f"{demo.orders_url}/A-1042", headers={"Authorization": f"Bearer {tokens.access_token}"})
+        order = resp.json() if resp.status_code == 200 else {}
+        r.step(resp.status_code == 200, f"GET /orders/A-1042 → {resp.status_code}: {order.get('status')} with "
+               f"{order.get('carrier')}, arriving {order.get('eta')}")
+        denied = await http.post(f"{demo.orders_url}/A-1042/address", json={"street": "9 New Ave"},
+                                 headers={"Authorization": f"Bearer {tokens.access_token}"})
+        r.step(denied.status_code == 403, f"the same token cannot change the address: POST → {denied.status_code}")
+
+        r.note("caller: I have moved. Please deliver it to my new address instead.  (address not shown)")
+
+        async def customer_approves() -> None:
+            # Stands in for maria, who is asked on her channels on file (SMS to her phone, e-mail, web inbox),
+            # never on the line that called.
+            for _ in range(400):
+                pending = await ctx.approvals.pending_for(customer.subject)
+                request = next((p for p in pending if p.client_id == reg["client_id"]), None)
+                if request is not None:
+                    decided = await ctx.approvals.decide(request.id, True, by=customer.subject, channel="demo")
+                    r.step(decided.approved, f"the approval service asked maria ({request.kind}: "
+                           f"{', '.join(request.details.get('elevated_scopes', []))}; reason shown as unverified); "
+                           "AUTO-DECIDED BY THE DEMO in maria's place: approved (a real customer answers the SMS or "
+                           "e-mail link, or the web inbox)")
+                    return
+                await asyncio.sleep(0.05)
+            r.step(False, "no approval request reached maria")
+
+        def waiting(p: AgentAuthorizationPending) -> None:
+            r.step(True, f"escalated: 400 authorization_pending with a request_code; poll every {p.interval:.0f} s, "
+                   f"expires in {p.expires_in:.0f} s")
+            r.note("agent:  For your security I've sent an approval request to the phone number on your account.")
+
+        decider = asyncio.create_task(customer_approves())
+        try:
+            elevated = await agent.request_token(
+                collected, scope="orders:write", reason="Change the delivery address of order A-1042 to the "
+                "caller's new address", on_waiting=waiting, timeout=45, **call)
+        finally:
+            if not decider.done():  # the request failed before anyone was asked
+                decider.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await decider
+        claims = _jwt_claims(elevated.access_token)
+        r.step(claims.get("amr") == ["pii", "oob"] and "orders:write" in (elevated.scope or "").split(),
+               f"the agent's poll got a token: scope '{elevated.scope}', amr {claims.get('amr')}")
+        new_address = {"street": "9 New Ave", "city": "Oakland", "postal_code": "94610"}
+        changed = await http.post(f"{demo.orders_url}/A-1042/address", json=new_address,
+                                  headers={"Authorization": f"Bearer {elevated.access_token}"})
+        r.step(changed.status_code == 200 and changed.json().get("delivery_address") == new_address,
+               f"POST /orders/A-1042/address → {changed.status_code}: delivery address changed")
+
+
 Scenario = Callable[[Demo], Awaitable[None]]
-SCENARIOS: list[Scenario] = [scenario_sdk_client_credentials, scenario_mcp_sdk, scenario_ciba_approval]
+SCENARIOS: list[Scenario] = [scenario_sdk_client_credentials, scenario_mcp_sdk, scenario_ciba_approval,
+                             scenario_aauth_phone_agent]
 
 
 async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = None) -> bool:
-    from authgate.demo.apps import mcp_server, notes_api
+    from authgate.demo.apps import mcp_server, notes_api, orders_api
 
-    as_port, api_port, mcp_port = free_port(), free_port(), free_port()
+    as_port, api_port, mcp_port, orders_port = free_port(), free_port(), free_port(), free_port()
     issuer = f"http://127.0.0.1:{as_port}"
     api_url = f"http://127.0.0.1:{api_port}/notes"
     mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
+    orders_url = f"http://127.0.0.1:{orders_port}/orders"
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="authgate-demo-")))
         settings = Settings(
             port=as_port, issuer=issuer, data_dir=data_dir, auto_approve=True,
-            scopes=("notes:read", "notes:write", "offline_access"), default_scopes=("notes:read",),
-            resources=(api_url, mcp_url),
+            scopes=("notes:read", "notes:write", "orders:read", "orders:write", "offline_access"),
+            default_scopes=("notes:read",), resources=(api_url, mcp_url, orders_url),
         ).validate()
         report = Report(out)
         out("authgate demo — agents get access with no human in the loop (development mode: auto-approve)")
         out(f"  authorization server  {issuer}  (SQLite: {settings.data_dir / 'authgate.db'})")
         out(f"  notes API             {api_url}   (notes:read / notes:write)")
         out(f"  MCP server (mcp SDK)  {mcp_url}   (notes:read)")
+        out(f"  orders API            {orders_url}  (orders:read / orders:write)")
         ctx = await build_context(settings)
         api_app, api_verifier = notes_api(issuer, api_url)
         mcp_app, mcp_verifier = mcp_server(issuer, mcp_url)
+        orders: dict[str, dict[str, Any]] = {}
+        orders_app, orders_verifier = orders_api(issuer, orders_url, orders)
         try:
-            async with serve(create_app(ctx), as_port), serve(api_app, api_port), serve(mcp_app, mcp_port):
-                demo = Demo(ctx, issuer, api_url, mcp_url, report)
+            async with (serve(create_app(ctx), as_port), serve(api_app, api_port), serve(mcp_app, mcp_port),
+                        serve(orders_app, orders_port)):
+                demo = Demo(ctx, issuer, api_url, mcp_url, report, orders_url, orders)
                 for scenario in SCENARIOS:
                     try:
                         await asyncio.wait_for(scenario(demo), 60)
@@ -258,6 +413,7 @@ async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = N
         finally:
             await api_verifier.aclose()
             await mcp_verifier.aclose()
+            await orders_verifier.aclose()
             await ctx.store.close()
     passed = sum(s.ok for s in report.steps)
     out(f"\n{passed} passed, {len(report.steps) - passed} failed")
