@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,16 @@ from typing import Any
 
 
 def free_port() -> int:
+    """A loopback port that is free now, chosen below the kernel's ephemeral range (32768+ on Linux), so an
+    outgoing connection elsewhere on the machine cannot take it between this check and the server's bind."""
+    for _ in range(200):
+        port = secrets.randbelow(32768 - 20000) + 20000
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
