@@ -157,6 +157,16 @@ async def test_pii_tier_token(client: httpx.AsyncClient, ctx: ServerContext, clo
     assert {"aauth.identified", "aauth.issued", "token.issued"} <= set(await events(ctx))
 
 
+async def test_introspection_tells_the_tier(client: httpx.AsyncClient, ctx: ServerContext, clock: FrozenClock,
+                                            ana: str, agent: Creds) -> None:
+    token = (await identify(client, agent)).json()["access_token"]
+    rs_id, rs_secret = await add_client(ctx.store, auth_method="client_secret_basic",
+                                        grant_types=["client_credentials"])
+    body = (await client.post("/introspect", data={"token": token}, auth=(rs_id, rs_secret or ""))).json()
+    assert body["active"] is True and body["sub"] == ana and body["aud"] == RESOURCE
+    assert body["act"] == {"sub": agent[0]} and body["amr"] == ["pii"] and body["auth_time"] == int(clock.now())
+
+
 async def test_token_lifetime_is_the_aauth_setting(ctx: ServerContext, make_client: Callable[..., Any],
                                                    settings: Settings, ana: str, agent: Creds) -> None:
     _, http = await make_client(settings, aauth_token_ttl=300, access_token_ttl=3000)
@@ -244,6 +254,21 @@ async def test_escalation_pending_slow_down_then_approved(client: httpx.AsyncCli
 
     error(await poll(client, agent, code), 400, "invalid_grant")  # single use
     assert {"aauth.escalated", "approval.approved", "aauth.issued"} <= set(await events(ctx))
+
+
+async def test_agent_may_wait_on_the_approval_events(client: httpx.AsyncClient, ctx: ServerContext, ana: str,
+                                                      agent: Creds) -> None:
+    started = await pending(client, agent, scope="write")
+    approval = await approval_of(ctx, started["request_code"])
+    url = started["approval_events_endpoint"]
+    assert url == f"{ISSUER}/approvals/{approval.id}/events"
+    await ctx.approvals.decide(approval.id, True, by=ana, channel="web")
+    stream = await client.get(url, auth=agent)
+    assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+    assert '"status": "approved"' in stream.text or '"status":"approved"' in stream.text
+    other = await agent_client(ctx)
+    assert (await client.get(url, auth=other)).status_code in (401, 403, 404)
+    assert (await poll(client, agent, started["request_code"])).status_code == 200
 
 
 async def test_escalation_denied(client: httpx.AsyncClient, ctx: ServerContext, ana: str, agent: Creds) -> None:

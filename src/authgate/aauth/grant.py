@@ -17,7 +17,8 @@ that person. Two requests share the grant type:
   ``auth_time`` the match. An elevated scope — or a ``caller_id`` that is not the matched person's phone number
   on file (profile §6.3 rule 4) — → an approval request of kind ``aauth_escalation`` for the person, delivered
   on *their* registered channels (never to ``caller_id``), and ``400 authorization_pending`` with
-  ``request_code``, ``interval`` and ``expires_in``.
+  ``request_code``, ``interval``, ``expires_in`` and ``approval_events_endpoint`` (server-sent events of the
+  approval's status, for the client with HTTP Basic credentials, so the agent may wait instead of polling).
 * **Poll** (``request_code``): bound to the client that got it, single use once decided:
   ``authorization_pending``, ``slow_down`` (interval +5 s, ``Retry-After``), ``access_denied``,
   ``expired_token``, or the token with ``amr: ["pii", "oob"]`` and ``auth_time`` the approval.
@@ -314,7 +315,8 @@ async def _escalate(ctx: ServerContext, client: Client, req: IdentifyRequest, su
     await ctx.store.audit("aauth.escalated", client_id=client.client_id, subject=subject, approval_id=approval.id,
                           elevated=elevated, caller_id_mismatch=mismatch, expires_in=expires_in)
     raise AuthorizationPending("waiting for the user's approval", fields={
-        wire.REQUEST_CODE: request_code, wire.INTERVAL: interval, wire.EXPIRES_IN: expires_in})
+        wire.REQUEST_CODE: request_code, wire.INTERVAL: interval, wire.EXPIRES_IN: expires_in,
+        wire.APPROVAL_EVENTS_ENDPOINT: f"{ctx.issuer}/approvals/{approval.id}/events"})
 
 
 # -- poll --------------------------------------------------------------------------------------------------

@@ -58,6 +58,10 @@ CAPTURE_METHODS: Final = ("dtmf", "asr_validated", "platform_tool", "caller_id_l
 INTERVAL: Final = "interval"  # RFC 8628 name
 POLL_INTERVAL_ALIAS: Final = "poll_interval"  # patwhite-00 name, accepted when reading (SDK)
 EXPIRES_IN: Final = "expires_in"
+#: profile: in the first ``authorization_pending`` answer, where the agent may wait for the person's decision
+#: instead of polling: server-sent ``status`` events (``pending``, then ``approved``, ``denied`` or ``expired``),
+#: read with the client's HTTP Basic credentials. After a decision the agent polls the token endpoint once.
+APPROVAL_EVENTS_ENDPOINT: Final = "approval_events_endpoint"
 
 # -- errors (draft text, RFC 8628 meanings) ------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ async def introspect(ctx: ServerContext, token: str) -> dict[str, Any]:
         if record is None or record.revoked_at is not None:
             return {"active": False}
         out: dict[str, Any] = {"active": True, "token_type": "Bearer"}
-        for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"):
+        # act, amr, auth_time: who acts for the user and how the user was identified (the AAuth grant's tiers).
+        for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "act", "amr", "auth_time"):
             if name in claims:
                 out[name] = claims[name]
         return out
