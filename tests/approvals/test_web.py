@@ -367,3 +367,14 @@ async def test_events_stream_is_bounded(ctx: ServerContext, browsers: Any, monke
     stream = await asyncio.wait_for(http.get(f"/approvals/{rid}/events"), 10)
     assert [e["status"] for e in _events(stream.text)] == ["pending"]
     assert (await http.get("/approvals/unknown/events")).status_code == 404
+
+
+async def test_escalation_details_read_as_sentences(ctx: ServerContext) -> None:
+    from authgate.approvals.web import _detail_view
+
+    view = _detail_view({"scopes": ["orders:write"], "elevated_scopes": ["orders:write"], "channel": "pstn",
+                         "caller_id_mismatch": True, "conversation_id": "c-1"})
+    lines = dict(view["extra"])
+    assert lines["The agent is talking to you by"] == "phone call"
+    assert lines["Needs your approval for"] == "orders:write"
+    assert lines["Caller check"].startswith("WARNING")

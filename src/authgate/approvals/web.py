@@ -61,6 +61,7 @@ KIND_TITLES = {
     "oauth_consent": "Allow an application access",
     "ciba": "Sign-in request from an application",
     "scope_escalation": "An agent asks for more access",
+    "aauth_escalation": "An agent you are talking to asks for more access",
     "payment": "An agent asks to pay",
 }
 STATUS_TEXT = {
@@ -116,6 +117,32 @@ async def _person(ctx: ServerContext, subject: str | None) -> str:
     return user.username if user is not None else subject
 
 
+_DETAIL_LABELS = {
+    "elevated_scopes": "Needs your approval for",
+    "channel": "The agent is talking to you by",
+    "conversation_id": "Conversation",
+    "client_name": "Application",
+    "caller_id_mismatch": "Caller check",
+    "binding_message": "Code",
+}
+_CHANNEL_TEXT = {"pstn": "phone call", "sms": "text message"}
+
+
+def _detail_line(key: str, value: Any) -> tuple[str, str]:
+    """A request detail as a person reads it; unknown keys fall back to their name and JSON value."""
+    label = _DETAIL_LABELS.get(key, key.replace("_", " "))
+    if key == "caller_id_mismatch":
+        text = ("WARNING: the call did not come from the phone number on your account" if value
+                else "the call came from the phone number on your account")
+    elif key == "channel" and isinstance(value, str):
+        text = _CHANNEL_TEXT.get(value, value)
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        text = " ".join(value)
+    else:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return label, text
+
+
 def _detail_view(details: dict[str, Any]) -> dict[str, Any]:
     scopes = details.get("scopes", details.get("scope"))
     if isinstance(scopes, str):
@@ -124,8 +151,7 @@ def _detail_view(details: dict[str, Any]) -> dict[str, Any]:
     resource = details.get("resource", details.get("aud"))
     amount = details.get("amount")
     amount_text = f"{amount} {details.get('currency', '')}".strip() if amount is not None else ""
-    extra = [(str(k).replace("_", " "), v if isinstance(v, str) else json.dumps(v, sort_keys=True))
-             for k, v in sorted(details.items()) if k not in _SHOWN_KEYS][:20]
+    extra = [_detail_line(str(k), v) for k, v in sorted(details.items()) if k not in _SHOWN_KEYS][:20]
     return {"scopes": scopes, "resource": str(resource) if resource else "", "amount": amount_text, "extra": extra}
 
 
