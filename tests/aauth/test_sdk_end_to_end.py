@@ -171,6 +171,20 @@ async def test_elevated_scope_approved_by_the_customer(client: httpx.AsyncClient
     assert moving.sleeps and all(s == ctx.settings.aauth_interval for s in moving.sleeps)  # never too fast
 
 
+async def test_elevated_scope_waiting_on_server_sent_events(client: httpx.AsyncClient, ctx: ServerContext,
+                                                            clock: FrozenClock, customer: str, creds: Creds) -> None:
+    """``wait_events``: the SDK reads the approval's status events (client credentials) until the customer decides,
+    then polls once, with no timed polling."""
+    moving = Moving(clock)
+    on_waiting, decided = decide_when_asked(ctx, customer, approve=True)
+    sdk_client = AgentAuthorizationClient(client, ISSUER + "/token", *creds, wait_events=True, sleep=moving.sleep,
+                                          clock=moving.now)
+    tokens = await ask(sdk_client, scope="write", on_waiting=on_waiting)
+    assert (await decided).approved
+    assert moving.sleeps == [0.0]
+    assert (await token_claims(ctx, tokens.access_token))["amr"] == ["pii", "oob"]
+
+
 async def test_elevated_scope_denied(client: httpx.AsyncClient, ctx: ServerContext, clock: FrozenClock,
                                      customer: str, creds: Creds) -> None:
     on_waiting, decided = decide_when_asked(ctx, customer, approve=False)

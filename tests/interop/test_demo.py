@@ -25,7 +25,7 @@ async def test_demo_succeeds_and_reports_each_step(tmp_path: object) -> None:
     assert "the same token cannot change the address: POST → 403" in aauth
     assert "escalated: 400 authorization_pending with a request_code" in aauth
     assert "AUTO-DECIDED BY THE DEMO in maria's place: approved" in aauth
-    assert "scope 'orders:write', amr ['pii', 'oob']" in aauth
+    assert "/events" in aauth and "scope 'orders:write', amr ['pii', 'oob']" in aauth
     assert "POST /orders/A-1042/address → 200: delivery address changed" in aauth
     for value in ("María", "Maria", "García", "Garcia", "1986-03-14", "14 March 1986", "94107", "+14155550142"):
         assert value not in aauth

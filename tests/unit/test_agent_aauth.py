@@ -64,6 +64,10 @@ class Fake:
     def __init__(self, *responses: httpx.Response | Callable[[httpx.Request], httpx.Response]) -> None:
         self.script = list(responses)
         self.requests: list[httpx.Request] = []
+        self.event_requests: list[httpx.Request] = []
+        self.events = httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=(
+            b'retry: 2000\n\nevent: status\nid: 1\ndata: {"id":"ap1","status":"pending"}\n\n: keep-alive\n\n'
+            b'event: status\nid: 2\ndata: {"id":"ap1","status":"approved","decided_at":1}\n\n'))
         self.now = 0.0
         self.sleeps: list[float] = []
         self.metadata: dict[str, Any] = {
@@ -79,6 +83,9 @@ class Fake:
             return httpx.Response(200, json=self.metadata)
         if request.url.path == "/.well-known/aauth.json":
             return self.aauth_json
+        if request.url.path.startswith("/approvals/"):
+            self.event_requests.append(request)
+            return self.events
         assert str(request.url) == TOKEN, request.url
         self.requests.append(request)
         nxt = self.script.pop(0)
@@ -94,16 +101,17 @@ class Fake:
             out.append({k: v[0] for k, v in parse_qs(r.content.decode()).items()})
         return out
 
-    def client(self, http: httpx.AsyncClient) -> AgentAuthorizationClient:
-        return AgentAuthorizationClient(http, TOKEN, CLIENT_ID, SECRET, sleep=self.sleep, clock=lambda: self.now)
+    def client(self, http: httpx.AsyncClient, **kwargs: Any) -> AgentAuthorizationClient:
+        return AgentAuthorizationClient(http, TOKEN, CLIENT_ID, SECRET, sleep=self.sleep, clock=lambda: self.now,
+                                        **kwargs)
 
 
-async def ask(fake: Fake, **kwargs: Any) -> Any:
+async def ask(fake: Fake, wait_events: bool = False, **kwargs: Any) -> Any:
     async with httpx.AsyncClient(transport=httpx.MockTransport(fake.handle)) as http:
         params: dict[str, Any] = {"channel": "pstn", "capture_method": CAPTURE, "conversation_id": "conv-1",
                                   "scope": "orders:read", "resource": RS, "caller_id": CALLER}
         params.update(kwargs)
-        return await fake.client(http).request_token(CLAIMS, **params)
+        return await fake.client(http, wait_events=wait_events).request_token(CLAIMS, **params)
 
 
 async def test_pii_tier_token_in_one_request() -> None:
@@ -311,3 +319,35 @@ async def test_scope_descriptions() -> None:
         assert await fetch_scope_descriptions(http, RS) == {"orders:write": "Change an order"}
         fake.aauth_json = httpx.Response(404)
         assert await fetch_scope_descriptions(http, RS) == {}
+
+
+EVENTS = AS + "/approvals/ap1/events"
+
+
+async def test_waits_on_server_sent_events_then_polls_once() -> None:
+    fake = Fake(pending(approval_events_endpoint=EVENTS), ok("orders:write"))
+    waited: list[AgentAuthorizationPending] = []
+    tokens = await ask(fake, wait_events=True, scope="orders:write", on_waiting=waited.append)
+    assert tokens.scope == "orders:write"
+    assert waited[0].events_endpoint == EVENTS
+    assert fake.sleeps == [0.0] and len(fake.requests) == 2  # no timed polls: one poll after the decision
+    (events,) = fake.event_requests
+    assert events.headers["accept"] == "text/event-stream"
+    assert events.headers["authorization"] == fake.requests[0].headers["authorization"]
+
+
+async def test_events_not_used_unless_asked_for_same_origin_and_working() -> None:
+    fake = Fake(pending(approval_events_endpoint=EVENTS), err("authorization_pending"), ok())
+    await ask(fake)  # wait_events off (the default): plain polling
+    assert not fake.event_requests and fake.sleeps == [5, 5]
+
+    fake = Fake(pending(approval_events_endpoint="https://elsewhere.example/approvals/ap1/events"), ok())
+    await ask(fake, wait_events=True)  # another origin: never sent the credentials
+    assert not fake.event_requests and fake.sleeps == [5]
+
+    still_pending = b'event: status\ndata: {"status":"pending"}\n\n'
+    for broken in (httpx.Response(404), httpx.Response(200, content=still_pending)):
+        fake = Fake(pending(approval_events_endpoint=EVENTS), ok())
+        fake.events = broken
+        await ask(fake, wait_events=True)  # refused, or ended still pending: back to polling
+        assert len(fake.event_requests) == 1 and fake.sleeps == [5]

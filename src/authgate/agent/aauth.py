@@ -38,7 +38,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from authgate.agent.discovery import as_metadata_candidates, classify, json_object, parse_server_metadata
+from authgate.agent.discovery import (
+    as_metadata_candidates,
+    classify,
+    is_secure_url,
+    json_object,
+    origin,
+    parse_server_metadata,
+)
 from authgate.agent.errors import DiscoveryError, TokenError
 from authgate.agent.oauth import oauth_error, parse_token_response, token_request
 from authgate.agent.store import ClientRegistration, TokenSet
@@ -55,6 +62,7 @@ P_CAPTURE_METHOD = "capture_method"
 P_CONVERSATION_ID = "conversation_id"
 P_REASON = "reason"
 P_REQUEST_CODE = "request_code"
+P_APPROVAL_EVENTS_ENDPOINT = "approval_events_endpoint"
 META_USER_CLAIMS_SUPPORTED = "agent_authorization_user_claims_supported"
 META_MIN_CLAIMS = "agent_authorization_min_claims"
 META_DRAFT = "agent_authorization_draft"
@@ -120,6 +128,8 @@ class AgentAuthorizationPending:
     expires_in: float | None = None
     #: The scope asked for.
     scope: str | None = None
+    #: Server-sent events of the approval's status, when the server offers them (``wait_events``).
+    events_endpoint: str | None = None
 
     @property
     def message(self) -> str:
@@ -222,6 +232,9 @@ class AgentAuthorizationClient:
 
     :param http: the client to send with (its auth, if any, is not used for these requests).
     :param token_endpoint: the authorization server's token endpoint.
+    :param wait_events: when the server names an ``approval_events_endpoint``, wait on its server-sent events
+        for the decision and then poll once, instead of polling every ``interval`` (any failure of the stream
+        falls back to polling).
     :param sleep: ``asyncio.sleep`` (tests pass a fake); :param clock: monotonic seconds (likewise).
     """
 
@@ -233,6 +246,7 @@ class AgentAuthorizationClient:
         client_secret: str,
         *,
         auth_method: str = "client_secret_basic",
+        wait_events: bool = False,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -242,6 +256,7 @@ class AgentAuthorizationClient:
         self.token_endpoint = token_endpoint
         self._client = ClientRegistration(client_id=client_id, client_secret=client_secret,
                                           token_endpoint_auth_method=auth_method)
+        self.wait_events = wait_events
         self._sleep = sleep
         self._clock = clock
 
@@ -332,6 +347,8 @@ class AgentAuthorizationClient:
         interval = pending.interval
         wait = interval
         failures = 0
+        if self.wait_events and pending.events_endpoint and await self._wait_events(pending.events_endpoint, deadline):
+            wait = 0.0  # decided: the server answers at once, without poll timing
         form: dict[str, str | None] = {"grant_type": GRANT_TYPE, P_REQUEST_CODE: pending.request_code}
         while True:
             if self._clock() + wait > deadline:
@@ -374,6 +391,45 @@ class AgentAuthorizationClient:
                 continue
             raise _error(response, error, description, sensitive, polling=True)
 
+    async def _wait_events(self, url: str, deadline: float) -> bool:
+        """Read the approval's ``status`` events until it is no longer pending: True then; False when the stream
+        cannot be used (another origin, an error, or it ended first)."""
+        if not is_secure_url(url) or origin(url) != origin(self.token_endpoint):
+            return False
+        request = token_request(self.token_endpoint, self._client, {})  # only for its client authentication
+        headers = {"Accept": "text/event-stream"}
+        if "authorization" in request.headers:
+            headers["Authorization"] = request.headers["authorization"]
+        event, data = "message", ""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self._clock())), \
+                    self.http.stream("GET", url, headers=headers) as response:
+                if response.status_code != 200:
+                    return False
+                async for line in response.aiter_lines():
+                    if line.startswith(":"):
+                        continue
+                    if line:
+                        name, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        if name == "event":
+                            event = value
+                        elif name == "data":
+                            data = value if not data else data + "\n" + value
+                        continue
+                    if event == "status":
+                        try:
+                            status = json.loads(data).get("status")
+                        except (ValueError, AttributeError):
+                            status = None
+                        if isinstance(status, str) and status != "pending":
+                            log.info("agent authorization: the approval request is %s", status)
+                            return True
+                    event, data = "message", ""
+        except (TimeoutError, httpx.HTTPError):
+            return False
+        return False
+
     def _tokens(self, response: httpx.Response, scope: str | None, sensitive: set[str]) -> TokenSet:
         try:
             return parse_token_response(response, now=time.time(), requested_scope=scope)
@@ -411,8 +467,9 @@ def _pending(response: httpx.Response, scope: str | None) -> AgentAuthorizationP
         return None
     interval = _number(data, "interval", "poll_interval")  # the profile accepts patwhite-00's name too
     interval = DEFAULT_INTERVAL if interval is None or interval <= 0 else min(interval, MAX_INTERVAL)
+    events = data.get(P_APPROVAL_EVENTS_ENDPOINT)
     return AgentAuthorizationPending(request_code=code, interval=interval, expires_in=_number(data, "expires_in"),
-                                     scope=scope)
+                                     scope=scope, events_endpoint=events if isinstance(events, str) else None)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

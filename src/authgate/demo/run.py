@@ -289,7 +289,10 @@ async def scenario_aauth_phone_agent(demo: Demo) -> None:
         descriptions = await fetch_scope_descriptions(http, demo.orders_url)
         r.step(bool(descriptions), f"discovered the grant (at least {server.min_claims} matching details) and "
                f"the API's scope descriptions: " + "; ".join(f"{k} = {v!r}" for k, v in descriptions.items()))
-        agent = AgentAuthorizationClient(http, server.token_endpoint, reg["client_id"], reg["client_secret"])
+        # wait_events: while the customer decides, the agent reads the approval's server-sent status events
+        # instead of polling the token endpoint every few seconds.
+        agent = AgentAuthorizationClient(http, server.token_endpoint, reg["client_id"], reg["client_secret"],
+                                         wait_events=True)
 
         # The conversation. Values are captured deterministically (speech slots checked against the
         # transcript, keypad digits), never taken from the model's free text; caller ID comes from signalling.
@@ -345,8 +348,8 @@ async def scenario_aauth_phone_agent(demo: Demo) -> None:
             r.step(False, "no approval request reached maria")
 
         def waiting(p: AgentAuthorizationPending) -> None:
-            r.step(True, f"escalated: 400 authorization_pending with a request_code; poll every {p.interval:.0f} s, "
-                   f"expires in {p.expires_in:.0f} s")
+            r.step(True, f"escalated: 400 authorization_pending with a request_code; poll every {p.interval:.0f} s "
+                   f"or wait on the status events, expires in {p.expires_in:.0f} s")
             r.note("agent:  For your security I've sent an approval request to the phone number on your account.")
 
         decider = asyncio.create_task(customer_approves())
@@ -361,7 +364,8 @@ async def scenario_aauth_phone_agent(demo: Demo) -> None:
                 await decider
         claims = _jwt_claims(elevated.access_token)
         r.step(claims.get("amr") == ["pii", "oob"] and "orders:write" in (elevated.scope or "").split(),
-               f"the agent's poll got a token: scope '{elevated.scope}', amr {claims.get('amr')}")
+               f"status event 'approved', then one poll got the token: scope '{elevated.scope}', "
+               f"amr {claims.get('amr')}")
         new_address = {"street": "9 New Ave", "city": "Oakland", "postal_code": "94610"}
         changed = await http.post(f"{demo.orders_url}/A-1042/address", json=new_address,
                                   headers={"Authorization": f"Bearer {elevated.access_token}"})
