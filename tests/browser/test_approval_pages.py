@@ -183,7 +183,9 @@ async def test_keyboard_only_sign_in_and_approve(server: Server, page: Page) -> 
     rid = await _request(server, subject)
     await page.goto(f"{server.url}/approvals/{rid}")
     await page.wait_for_url(re.compile(r"/signin\?next="))
-    # The username field has focus on arrival; Tab moves on to the password; Enter submits.
+    # The username field has focus on arrival (waited for, so a slow machine can't type into nothing);
+    # Tab moves on to the password; Enter submits.
+    await expect(page.get_by_label("Username")).to_be_focused()
     await page.keyboard.type("alice")
     await page.keyboard.press("Tab")
     await page.keyboard.type(PASSWORD)
