@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -354,43 +354,24 @@ class OAuthAgentAuth(httpx.Auth):
     ) -> AsyncIterator[httpx.Request]:
         """RFC 9728 metadata: the challenge's ``resource_metadata``, then the path-inserted and root
         well-known URLs. The first 200 wins; 429 or 5xx stops the search."""
-        for candidate in prm_candidates(url, header_url):
-            req = httpx.Request("GET", candidate, headers={"Accept": "application/json"})
+
+        def accept(doc: dict[str, Any], candidate: str) -> None:
+            ex.prm = parse_resource_metadata(doc, url, candidate)
+
+        async for req in _first_document(prm_candidates(url, header_url), ex, "protected resource metadata",
+                                         accept, f"no protected resource metadata found for "
+                                                 f"{url.copy_with(query=None)}"):
             yield req
-            response = await _take_lenient(ex, req)
-            verdict = classify(response) if response is not None else "next"
-            if verdict == "stop":
-                assert response is not None
-                raise DiscoveryError(
-                    f"protected resource metadata at {candidate} is unavailable", status_code=response.status_code
-                )
-            if verdict == "ok":
-                assert response is not None
-                doc = json_object(response)
-                if doc is not None:
-                    ex.prm = parse_resource_metadata(doc, url, candidate)
-                    return
-        raise DiscoveryError(f"no protected resource metadata found for {url.copy_with(query=None)}")
 
     async def _discover_server(self, issuer: str, ex: _Exchange) -> AsyncIterator[httpx.Request]:
         """RFC 8414 then OpenID Connect Discovery; ``issuer`` must match exactly."""
-        for candidate in as_metadata_candidates(issuer):
-            req = httpx.Request("GET", candidate, headers={"Accept": "application/json"})
+
+        def accept(doc: dict[str, Any], candidate: str) -> None:
+            ex.server = parse_server_metadata(doc, issuer, candidate)
+
+        async for req in _first_document(as_metadata_candidates(issuer), ex, "authorization server metadata",
+                                         accept, f"no authorization server metadata found for issuer {issuer!r}"):
             yield req
-            response = await _take_lenient(ex, req)
-            verdict = classify(response) if response is not None else "next"
-            if verdict == "stop":
-                assert response is not None
-                raise DiscoveryError(
-                    f"authorization server metadata at {candidate} is unavailable", status_code=response.status_code
-                )
-            if verdict == "ok":
-                assert response is not None
-                doc = json_object(response)
-                if doc is not None:
-                    ex.server = parse_server_metadata(doc, issuer, candidate)
-                    return
-        raise DiscoveryError(f"no authorization server metadata found for issuer {issuer!r}")
 
     async def _known_client(self, issuer: str) -> ClientRegistration | None:
         stored = await self.store.get_client(issuer)
@@ -530,3 +511,25 @@ def _covers(tokens: TokenSet, scope: str | None) -> bool:
     if tokens.scope is None:
         return False
     return set(scope.split()) <= set(tokens.scope.split())
+
+
+async def _first_document(candidates: Iterable[str], ex: _Exchange, what: str,
+                          accept: Callable[[dict[str, Any], str], None], missing: str
+                          ) -> AsyncIterator[httpx.Request]:
+    """GET each candidate URL in turn: a 200 with a JSON object is handed to ``accept`` and ends the search;
+    other 3xx/4xx try the next; 429 and 5xx stop (the server is there but unwell, so guessing on is wrong)."""
+    for candidate in candidates:
+        req = httpx.Request("GET", candidate, headers={"Accept": "application/json"})
+        yield req
+        response = await _take_lenient(ex, req)
+        verdict = classify(response) if response is not None else "next"
+        if verdict == "stop":
+            assert response is not None
+            raise DiscoveryError(f"{what} at {candidate} is unavailable", status_code=response.status_code)
+        if verdict == "ok":
+            assert response is not None
+            doc = json_object(response)
+            if doc is not None:
+                accept(doc, candidate)
+                return
+    raise DiscoveryError(missing)
