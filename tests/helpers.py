@@ -73,3 +73,20 @@ def authorize_params(client_id: str, challenge: str, **extra: str) -> dict[str, 
     }
     params.update(extra)
     return {k: v for k, v in params.items() if v != ""}
+
+
+def run_cli(capsys: Any, *args: str, stdin: str = "") -> tuple[int, str, str]:
+    """Run ``authgate ARGS`` in-process with ``stdin``; returns (exit code, stdout, stderr)."""
+    import io
+    import sys
+
+    from authgate.cli import main
+
+    old = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        code = main(list(args))
+    finally:
+        sys.stdin = old
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -20,6 +20,7 @@ from authgate.config import Settings
 from authgate.context import ServerContext
 from authgate.store import Store, User
 from authgate.store import tables as t
+from tests.helpers import run_cli
 
 ANA = {"given_name": "Ana", "family_name": "Lopez", "birthdate": "1980-04-02", "postal_code": "94107",
        "email": "ana.lopez@example.com", "phone_number": "+14155550100", "acct_last4": "4821"}
@@ -261,20 +262,7 @@ def test_settings_validation() -> None:
 # --- the CLI: users add --attr, set-attributes, import ----------------------------------------------------
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str, stdin: str = "") -> tuple[int, str, str]:
-    import io
-    import sys
-
-    from authgate.cli import main
-
-    old = sys.stdin
-    sys.stdin = io.StringIO(stdin)
-    try:
-        code = main(list(args))
-    finally:
-        sys.stdin = old
-    out, err = capsys.readouterr()
-    return code, out, err
+cli = run_cli
 
 
 async def open_cli_store(tmp_path: Any) -> tuple[Store, IdentityDirectory]:

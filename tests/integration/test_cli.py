@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import subprocess
 import sys
@@ -15,21 +14,12 @@ import httpx
 import pytest
 from joserfc import jwt
 
-from authgate.cli import main
 from authgate.crypto.keys import KeyRing
 from authgate.store import Store
+from tests.helpers import run_cli
 from tests.servers import free_port
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: str, stdin: str = "") -> tuple[int, str, str]:
-    old = sys.stdin
-    sys.stdin = io.StringIO(stdin)
-    try:
-        code = main(list(args))
-    finally:
-        sys.stdin = old
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def test_users_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
