@@ -7,9 +7,10 @@ inside an authgate process (or its ``authgate devchain`` JSON-RPC front). Never 
 
 from __future__ import annotations
 
-from eth_account import Account
 import rlp
-from eth_utils import keccak, to_canonical_address, to_checksum_address
+from eth_account import Account
+from eth_utils.address import to_canonical_address, to_checksum_address
+from eth_utils.crypto import keccak
 
 #: eth-tester's py-evm chain hard-codes this chain id; CAIP-2 network of the embedded chain.
 CHAIN_ID = 131277322940537
