@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgate.aauth.abuse import AbuseGuard
 from authgate.aauth.directory import IdentityDirectory
-from authgate.approvals import ApprovalService
+from authgate.approvals import ApprovalRequest, ApprovalService
 from authgate.approvals import links as approval_links
 from authgate.approvals import web as approvals_web
 from authgate.approvals.channels import build_notifier
@@ -33,6 +33,8 @@ from authgate.net import Fetcher
 from authgate.oauth import authorize, ciba, introspection, token
 from authgate.oauth.clients import ClientResolver
 from authgate.oauth.metadata import server_metadata
+from authgate.ops import http as ops_http
+from authgate.ops.metrics import Metrics
 from authgate.ratelimit import RateLimiter
 from authgate.store import Store
 
@@ -52,12 +54,19 @@ async def build_context(settings: Settings, clock: Clock | None = None, store: S
     await keys.ensure_key()
     resolver = ClientResolver(store, cimd.make_resolver(settings, clock, fetcher=fetcher))
     limiter = RateLimiter(settings.registration_rate_limit, 60, clock)
+    metrics = Metrics()
+
+    def approval_decided(request: ApprovalRequest) -> None:
+        if request.decided_at is not None:
+            metrics.approval_latency.labels(request.status).observe(max(0, request.decided_at - request.created_at))
+
     approvals = ApprovalService(store, clock, notifier=build_notifier(settings, store, clock),
-                                default_ttl=settings.approvals_ttl, max_ttl=settings.approvals_max_ttl)
+                                default_ttl=settings.approvals_ttl, max_ttl=settings.approvals_max_ttl,
+                                on_decided=approval_decided)
     identity = await IdentityDirectory.open(store, settings)
     return ServerContext(settings=settings, store=store, keys=keys, clock=clock, clients=resolver,
                          registration_limiter=limiter, approvals=approvals, identity=identity,
-                         aauth_guard=AbuseGuard(store, settings, clock))
+                         aauth_guard=AbuseGuard(store, settings, clock), metrics=metrics)
 
 
 def _discovery_routes(ctx: ServerContext) -> list[BaseRoute]:
@@ -129,6 +138,7 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         *introspection.routes(ctx),
         *dcr_endpoints.routes(ctx),
         *approvals_web.routes(ctx),
+        *ops_http.routes(ctx),
     ]
 
     @contextlib.asynccontextmanager
@@ -150,7 +160,8 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
             if close_store:
                 await ctx.store.close()
 
-    app: ASGIApp = Starlette(routes=routes, lifespan=lifespan, exception_handlers={405: _method_not_allowed})
+    starlette = Starlette(routes=routes, lifespan=lifespan, exception_handlers={405: _method_not_allowed})
+    app: ASGIApp = ops_http.Observed(starlette, ctx.metrics, lambda: ops_http.route_templates(starlette.routes))
     if ctx.settings.auto_approve:
         app = DevModeHeader(app)
     return app

@@ -52,13 +52,20 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 _QUIET_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy", "httpcore", "hpack")
 
 
-def configure_logging(level: str) -> None:
-    """Log at ``level`` (``AUTHGATE_LOG_LEVEL``); debug is for authgate's own loggers, not the drivers'."""
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Log at ``level`` (``AUTHGATE_LOG_LEVEL``) as ``fmt`` text or JSON lines; debug is for authgate's own
+    loggers, not the drivers'."""
+    from authgate.ops.logs import handler
+
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(numeric)
+    root = logging.getLogger()
+    if not any(getattr(h, "_authgate", False) for h in root.handlers):
+        out = handler(fmt)
+        out._authgate = True  # type: ignore[attr-defined]
+        root.addHandler(out)
+    root.setLevel(numeric)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
@@ -69,13 +76,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from authgate.app import build_context, create_app
 
     settings = _settings(args, auto_approve=True if args.auto_approve else None)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> None:
         ctx = await build_context(settings)
         app = create_app(ctx, close_store=True)
+        # authgate.access writes one line per request (route template, no query string); uvicorn's own access
+        # log would print raw paths and queries, so it stays off. log_config=None keeps our handlers.
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                                proxy_headers=False, server_header=False)
+                                proxy_headers=False, server_header=False, access_log=False, log_config=None)
         print(f"authgate serving {settings.issuer_url} (database: {_safe_db(settings)})", flush=True)
         await uvicorn.Server(config).serve()
 

@@ -60,6 +60,11 @@ class Settings:
     #: Development and tests only: let server-side fetches (client metadata documents) reach loopback.
     allow_loopback_fetch: bool = False
     log_level: str = "info"
+    #: ``text`` for people, ``json`` (one object per line, with the request ID) for log pipelines.
+    log_format: str = "text"
+    #: Serve Prometheus metrics at ``/metrics``; with ``metrics_token`` set, only to ``Bearer <token>``.
+    metrics_enabled: bool = True
+    metrics_token: str = ""
 
     # -- approval delivery channels and one-time links (authgate.approvals.channels, .links) -------------
     #: How long a person has to decide an approval request by default, and the most a requester may ask for.
@@ -157,6 +162,8 @@ class Settings:
         if self.log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
             # "trace" would make the HTTP server log whole request bodies, credentials included.
             raise ConfigError("log_level must be one of critical, error, warning, info, debug")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log_format must be text or json")
         if self.registration not in ("open", "token", "closed"):
             raise ConfigError("registration must be one of open, token, closed")
         for name in ("access_token_ttl", "refresh_token_ttl", "code_ttl"):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from authgate.clock import Clock
 from authgate.config import Settings
 from authgate.crypto.keys import KeyRing
+from authgate.ops.metrics import Metrics
 from authgate.ratelimit import RateLimiter
 from authgate.store import Store
 
@@ -35,6 +36,8 @@ class ServerContext:
     identity: IdentityDirectory
     aauth_guard: AbuseGuard
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("authgate"))
+    #: This process's Prometheus metrics (``/metrics``).
+    metrics: Metrics = field(default_factory=Metrics)
     #: Password attempts per username and address, shared by every sign-in form (sign-in page, consent page).
     login_limiter: RateLimiter = field(init=False)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -89,8 +90,11 @@ def _view(row: ApprovalRow, now: int) -> ApprovalRequest:
 
 class ApprovalService:
     def __init__(self, store: Store, clock: Clock, *, notifier: Notifier | None = None,
-                 default_ttl: int = 300, max_ttl: int = 3600) -> None:
+                 default_ttl: int = 300, max_ttl: int = 3600,
+                 on_decided: Callable[[ApprovalRequest], None] | None = None) -> None:
         self.store = store
+        #: Called once per successful decision (metrics); never allowed to break the decision itself.
+        self.on_decided = on_decided
         self.clock = clock
         self.notifier = notifier
         self.default_ttl = default_ttl
@@ -154,6 +158,11 @@ class ApprovalService:
             raise AlreadyDecided(id)
         decided = await self.get(id)
         assert decided is not None
+        if self.on_decided is not None:
+            try:
+                self.on_decided(decided)
+            except Exception:
+                log.exception("approval decision observer failed")
         return decided
 
     async def pending_for(self, subject: str | None, limit: int = 100) -> list[ApprovalRequest]:

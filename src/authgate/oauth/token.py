@@ -21,6 +21,7 @@ from authgate.errors import (
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
+    OAuthError,
     UnauthorizedClient,
     UnsupportedGrantType,
     printable,
@@ -171,6 +172,14 @@ def routes(ctx: ServerContext, grants: dict[str, GrantHandler] | None = None) ->
 
     @oauth_endpoint
     async def token_endpoint(request: Request) -> Response:
+        try:
+            response = await issue(request)
+        except OAuthError as exc:
+            ctx.metrics.token_errors.labels(exc.error).inc()
+            raise
+        return response
+
+    async def issue(request: Request) -> Response:
         form = await read_form(request)
         grant_type = form.get("grant_type")
         if not grant_type:
@@ -192,6 +201,7 @@ def routes(ctx: ServerContext, grants: dict[str, GrantHandler] | None = None) ->
             await ctx.store.audit("token.denied", client_id=client.client_id, grant_type=grant_type,
                                   reason=exc.description)
             raise
+        ctx.metrics.tokens.labels(grant_type).inc()
         return json_response(body)
 
     return [Route("/token", token_endpoint, methods=["POST"])]

@@ -130,6 +130,11 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query (readiness checks)."""
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
     def _now(self) -> int:
         return int(self.clock.now())
 

@@ -1,0 +1,130 @@
+"""The ASGI layer of operations: a middleware that gives each request an ID, measures it and writes one access
+line, plus the ``/metrics`` and ``/ready`` endpoints."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from authgate.ops import requestid
+from authgate.ops.metrics import CONTENT_TYPE, Metrics
+
+if TYPE_CHECKING:
+    from authgate.context import ServerContext
+
+access_log = logging.getLogger("authgate.access")
+
+#: Label for requests no route matched (scanners, typos): one bucket, not one label value per path.
+UNMATCHED = "<unmatched>"
+
+
+def route_templates(routes: Iterable[BaseRoute], prefix: str = "") -> dict[int, str]:
+    """Map each endpoint (by identity) to its path template, so metrics say ``/register/{client_id}``, never a
+    raw path with a client ID in it."""
+    found: dict[int, str] = {}
+    for route in routes:
+        if isinstance(route, Route):
+            found.setdefault(id(route.endpoint), prefix + route.path)
+        elif isinstance(route, Mount):
+            found.setdefault(id(route.app), prefix + route.path + "/…")
+            found.update({k: v for k, v in route_templates(route.routes, prefix + route.path).items()
+                          if k not in found})
+    return found
+
+
+class Observed:
+    """Request ID, latency and status metrics, and an access log line for every HTTP request.
+
+    The access line carries method, route template, status, duration and request ID — never the query string,
+    headers or body, where codes, tokens and payment signatures travel."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, templates: Callable[[], dict[int, str]]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._templates = templates
+        self._cache: dict[int, str] | None = None
+
+    def _route(self, scope: Scope) -> str:
+        if self._cache is None:
+            self._cache = self._templates()
+        endpoint = scope.get("endpoint")
+        return self._cache.get(id(endpoint), UNMATCHED) if endpoint is not None else UNMATCHED
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+        rid = requestid.choose(incoming)
+        token = requestid.current.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = self._route(scope)
+            method = scope.get("method", "GET")
+            if method not in _METHODS:
+                method = "OTHER"
+            self.metrics.http_requests.labels(route, method, str(status)).inc()
+            self.metrics.http_latency.labels(route, method).observe(elapsed)
+            access_log.info("%s %s %d %.1fms", method, route, status, elapsed * 1000,
+                            extra={"method": method, "route": route, "status": status,
+                                   "duration_ms": round(elapsed * 1000, 2)})
+            requestid.current.reset(token)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def routes(ctx: ServerContext) -> list[BaseRoute]:
+    async def metrics(request: Request) -> Response:
+        expected = ctx.settings.metrics_token
+        if expected:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+                return JSONResponse({"error": "invalid_token", "error_description": "metrics need the bearer token"},
+                                    status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
+    async def ready(_: Request) -> Response:
+        """Ready = the database answers and a signing key exists: the server can issue and check tokens."""
+        problems: list[str] = []
+        try:
+            await ctx.store.ping()
+        except Exception as exc:
+            problems.append(f"database: {type(exc).__name__}")
+        else:
+            try:
+                if not (await ctx.keys.jwks()).get("keys"):
+                    problems.append("no signing key")
+            except Exception as exc:
+                problems.append(f"signing keys: {type(exc).__name__}")
+        body: dict[str, Any] = {"status": "ready" if not problems else "not ready"}
+        if problems:
+            body["problems"] = problems
+        return JSONResponse(body, status_code=200 if not problems else 503, headers={"Cache-Control": "no-store"})
+
+    found: list[BaseRoute] = [Route("/ready", ready, methods=["GET"])]
+    if ctx.settings.metrics_enabled:
+        found.append(Route("/metrics", metrics, methods=["GET"]))
+    return found
