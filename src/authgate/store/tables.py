@@ -78,6 +78,16 @@ audit_log = sa.Table(
     sa.Column("detail", sa.JSON, nullable=False),
 )
 
+# Agent Auth signed requests already accepted (migration 0005): ``key`` is the hex SHA-256 of the signer's key
+# thumbprint and the signature base (authgate.crypto.httpsig.replay_key); a row lives for the created window.
+# Insert-if-absent under the primary key makes "second use refused" hold across processes.
+signature_replay = sa.Table(
+    "signature_replay",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+)
+
 # One row per request for a person's decision, whatever asked for it (OAuth consent, CIBA, AAuth escalation,
 # Agent Auth consent, a payment over budget). ``status`` moves from pending exactly once, by a conditional
 # UPDATE; ``link_hash`` / ``code_hash`` hold one-time link and short-code digests for out-of-band channels.
