@@ -136,6 +136,34 @@ class Settings:
     #: Seconds an agent waits between polls of a pending escalation (``slow_down`` adds 5 each time).
     aauth_interval: int = 5
 
+    # -- Agent Auth (authgate.agentauth; Hardt's draft-hardt-oauth-aauth-protocol, not the aauth_* grant) -----
+    #: Serve the agent provider and person server (``/.well-known/aauth-agent.json``, ``aauth-person.json``).
+    agentauth_enabled: bool = False
+    #: The draft revision followed; shown in metadata (``draft``) and logs.
+    agentauth_draft: str = "draft-hardt-oauth-aauth-protocol-11"
+    #: Secret that authorises ``POST /agentauth/agents`` (enrolment for a named owner); empty = only bearer
+    #: tokens with ``agentauth_enroll_scope`` (owner = the token's subject) may enrol over HTTP.
+    agentauth_admin_key: str = field(default="", repr=False)
+    agentauth_enroll_scope: str = "agents:enroll"
+    #: Token lifetimes (seconds): agent ≤ 24 h; person and auth ≤ 1 h (-11 §12); capped by the tokens they rest on.
+    agentauth_agent_token_ttl: int = 3600
+    agentauth_person_token_ttl: int = 3600
+    agentauth_auth_token_ttl: int = 3600
+    #: How long remembered consent to a low-risk scope lasts (per person, agent, resource, scope).
+    agentauth_consent_ttl: int = 30 * 24 * 3600
+    #: Risk of each scope, set by the resource owner: ``"scope"`` or ``"https://resource scope"`` -> ``low`` or
+    #: ``high``. Low-risk scopes are granted from remembered consent; high-risk ones ask the person every time.
+    agentauth_scope_risk: dict[str, Any] = field(default_factory=dict)
+    #: Risk of scopes not listed in ``agentauth_scope_risk``.
+    agentauth_default_risk: str = "high"
+    #: Lifetime of a pending auth-token request (the person's time to decide), ``Retry-After`` of its polls, and
+    #: the longest ``Prefer: wait`` honoured.
+    agentauth_pending_ttl: int = 600
+    agentauth_poll_interval: int = 2
+    agentauth_max_wait: int = 45
+    #: Development only: accept ``http://127.0.0.1:port`` / ``localhost`` server identifiers (the demo).
+    agentauth_allow_http_loopback: bool = False
+
     @property
     def issuer_url(self) -> str:
         if self.issuer:
@@ -174,6 +202,7 @@ class Settings:
         _validate_delivery(self)
         _validate_aauth_identity(self)
         _validate_aauth_grant(self)
+        _validate_agentauth(self)
         return self
 
 
@@ -236,6 +265,40 @@ def _validate_aauth_grant(s: Settings) -> None:
         raise ConfigError("aauth_escalation_ttl must be positive and at most approvals_max_ttl")
     if not 0 < s.aauth_interval < s.aauth_escalation_ttl:
         raise ConfigError("aauth_interval must be positive and shorter than aauth_escalation_ttl")
+
+
+def _validate_agentauth(s: Settings) -> None:
+    """The Agent Auth block of :meth:`Settings.validate`."""
+    if not s.agentauth_draft or not s.agentauth_draft.isprintable() or len(s.agentauth_draft) > 100:
+        raise ConfigError("agentauth_draft must name a draft revision, like draft-hardt-oauth-aauth-protocol-11")
+    if s.agentauth_admin_key and len(s.agentauth_admin_key) < 32:
+        raise ConfigError("agentauth_admin_key must have at least 32 characters")
+    if not s.agentauth_enroll_scope or " " in s.agentauth_enroll_scope:
+        raise ConfigError("agentauth_enroll_scope must be one scope")
+    if not 60 <= s.agentauth_agent_token_ttl <= 86400:
+        raise ConfigError("agentauth_agent_token_ttl must be between 60 and 86400 seconds")
+    for name in ("agentauth_person_token_ttl", "agentauth_auth_token_ttl"):
+        if not 60 <= getattr(s, name) <= 3600:
+            raise ConfigError(f"{name} must be between 60 and 3600 seconds")
+    if s.agentauth_consent_ttl <= 0 or s.agentauth_pending_ttl <= 0:
+        raise ConfigError("agentauth_consent_ttl and agentauth_pending_ttl must be positive")
+    if not 0 <= s.agentauth_poll_interval < s.agentauth_pending_ttl:
+        raise ConfigError("agentauth_poll_interval must be 0 or more and shorter than agentauth_pending_ttl")
+    if not 0 <= s.agentauth_max_wait <= 120:
+        raise ConfigError("agentauth_max_wait must be between 0 and 120 seconds")
+    if s.agentauth_default_risk not in ("low", "high"):
+        raise ConfigError("agentauth_default_risk must be low or high")
+    for key, level in s.agentauth_scope_risk.items():
+        if level not in ("low", "high") or not isinstance(key, str) or not 0 < len(key) <= 400:
+            raise ConfigError(f"agentauth_scope_risk[{key!r}] must be low or high")
+    if s.agentauth_enabled:
+        parts = urlsplit(s.issuer_url)
+        if parts.path:
+            raise ConfigError("agentauth_enabled needs an issuer that is an origin (no path): Agent Auth "
+                              "identifiers are https://host")
+        if parts.scheme == "http" and not s.agentauth_allow_http_loopback:
+            raise ConfigError("agentauth_enabled needs an https issuer (agentauth_allow_http_loopback is for "
+                              "development on loopback)")
 
 
 def is_loopback_host(host: str) -> bool:

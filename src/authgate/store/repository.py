@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authgate.clock import Clock, SystemClock
 from authgate.store import tables as t
+from authgate.store.agentauth import AgentAuthRepository
 from authgate.store.engine import make_engine, migrate
 
 
@@ -119,6 +120,8 @@ class Store:
     def __init__(self, engine: AsyncEngine, clock: Clock | None = None) -> None:
         self.engine = engine
         self.clock = clock or SystemClock()
+        #: Agent Auth keys, agents, consents and issued tokens (authgate.store.agentauth).
+        self.agentauth = AgentAuthRepository(self)
 
     @classmethod
     async def open(cls, url: str, clock: Clock | None = None, *, run_migrations: bool = True) -> Store:

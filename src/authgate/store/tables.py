@@ -140,3 +140,59 @@ server_secrets = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
+
+# -- Agent Auth (migration 0006; authgate.agentauth, repository authgate.store.agentauth) --------------------
+# Our Ed25519 signing keys for agent, person, resource and auth tokens. Kept apart from ``signing_keys``
+# (ES256, OAuth): a different algorithm and different metadata documents publish them.
+agentauth_keys = sa.Table(
+    "agentauth_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("private_jwk", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("retired_at", sa.BigInteger),
+)
+
+# Agents enrolled with our agent provider by their owner (a user); ``jkt`` is the thumbprint of the key the
+# current agent token binds. A revoked agent gets no new tokens and its issued tokens count as revoked.
+agentauth_agents = sa.Table(
+    "agentauth_agents",
+    metadata,
+    sa.Column("agent_id", sa.String(300), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("jkt", sa.String(64), nullable=False),
+    sa.Column("public_jwk", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger),
+)
+
+# Remembered consent of a person for one agent, resource and scope (person server). Only low-risk scopes are
+# ever granted from it; revoking sets ``revoked_at`` and the next request asks again.
+agentauth_consents = sa.Table(
+    "agentauth_consents",
+    metadata,
+    sa.Column("subject", sa.String(64), primary_key=True),
+    sa.Column("agent_id", sa.String(300), primary_key=True),
+    sa.Column("resource", sa.String(255), primary_key=True),
+    sa.Column("scope", sa.String(128), primary_key=True),
+    sa.Column("granted_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger),
+)
+
+# Every token we issue, by ``jti``: revocation (``revoked_jwt``) and the audit trail. No token values.
+agentauth_tokens = sa.Table(
+    "agentauth_tokens",
+    metadata,
+    sa.Column("jti", sa.String(128), primary_key=True),
+    sa.Column("typ", sa.String(24), nullable=False),
+    sa.Column("agent_id", sa.String(300), nullable=False, index=True),
+    sa.Column("subject", sa.String(64), index=True),
+    sa.Column("audience", sa.String(255)),
+    sa.Column("issued_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("revoked_at", sa.BigInteger),
+)
