@@ -101,7 +101,7 @@ async def test_eddsa_header_refused() -> None:
 
     header = b64url(json.dumps({"typ": wire.TYP_AGENT, "alg": "EdDSA", "kid": "k1"}).encode())
     payload = b64url(json.dumps(agent_claims()).encode())
-    private = Ed25519PrivateKey.from_private_bytes(b64url_decode(ISSUER_KEY.as_dict(private=True)["d"]))
+    private = Ed25519PrivateKey.from_private_bytes(b64url_decode(str(ISSUER_KEY.as_dict(private=True)["d"])))
     signature = b64url(private.sign(f"{header}.{payload}".encode()))
     assert await code_of(f"{header}.{payload}.{signature}") == wire.SIG_INVALID_JWT
     # the same bytes under alg Ed25519 verify: the refusal is about the name alone
