@@ -20,6 +20,7 @@ members. Imports only the standard library and ``cryptography`` so the agent SDK
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -217,7 +218,8 @@ def replay_key(jkt: str, signature_base: str) -> bytes:
 
 def sign_request(*, method: str, url: str, headers: Mapping[str, str], body: bytes, key: PrivateKey,
                  signature_key: str, created: int | None = None, label: str = "sig",
-                 extra_components: Sequence[str] = (), expires: int | None = None) -> dict[str, str]:
+                 extra_components: Sequence[str] = (), expires: int | None = None,
+                 signature_encoding: str = "base64") -> dict[str, str]:
     """Sign a request; returns the headers to add: ``Signature-Input``, ``Signature``, ``Signature-Key`` and,
     when ``body`` is not empty, ``Content-Digest``.
 
@@ -225,6 +227,10 @@ def sign_request(*, method: str, url: str, headers: Mapping[str, str], body: byt
     present). ``signature_key`` is the member value from a :mod:`authgate.crypto.signature_key` builder (e.g.
     ``jwt_scheme(token)``); a full header value starting with ``<label>=`` is accepted too. ``key`` is an Ed25519
     or P-256 private key; the algorithm follows from it.
+
+    ``signature_encoding="base64url"`` is a compatibility switch for verifiers that reject the RFC 8941 byte
+    sequence (the PyPI ``aauth`` 0.5.0 ``RequestVerifier`` only parses unpadded base64url); keep the strict
+    default everywhere else.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -275,7 +281,12 @@ def sign_request(*, method: str, url: str, headers: Mapping[str, str], body: byt
     else:
         raise ValueError("only Ed25519 and P-256 keys can sign")
     out["Signature-Input"] = f"{label}={sig_params}"
-    out["Signature"] = f"{label}={sfv.serialize_bare_item(signature)}"
+    if signature_encoding == "base64url":
+        out["Signature"] = f"{label}=:{base64.urlsafe_b64encode(signature).rstrip(b'=').decode('ascii')}:"
+    elif signature_encoding == "base64":
+        out["Signature"] = f"{label}={sfv.serialize_bare_item(signature)}"
+    else:
+        raise ValueError("signature_encoding is base64 or base64url")
     return out
 
 
