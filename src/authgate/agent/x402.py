@@ -1,0 +1,437 @@
+"""A paying agent: ``X402PaymentAuth``, an ``httpx.Auth`` that answers ``402 Payment Required`` by itself,
+within a budget (x402 v2, ``exact`` scheme on EVM with EIP-3009; spec note §2 steps 4-6, §7.2)::
+
+    wallet = Wallet.from_env("AGENT_WALLET_KEY")            # or Wallet.from_file / Wallet.from_keystore
+    budget = Budget(max_per_request="$0.05", max_per_day="$2", allowed_payees={"0xPayee..."})
+    auth = X402PaymentAuth(wallet, budget, networks={"eip155:8453"}, ledger=FileLedger("~/.agent/spend.json"))
+    async with httpx.AsyncClient(auth=auth) as http:
+        r = await http.get("https://api.example/weather")  # 402 → pick an offer → sign → retry once
+        receipt = payment_receipt(r)                        # the settlement (tx hash), or None
+
+Per request, on ``402``: read ``PAYMENT-REQUIRED`` (v2), else a v1 JSON body (answered with ``X-PAYMENT``);
+keep the ``exact`` offers on networks the wallet uses and assets the budget allows (authorization flow preferred,
+``upfront`` accepted, unknown flows and Permit2-only tokens skipped); check the budget (per request, per UTC day,
+payee and asset allow-lists), record the spend, sign an EIP-3009 authorization, and retry **once**. A second
+402 is returned as it is: one signing per logical request, never a payment loop.
+
+Extensions: when the server declares ``payment-identifier`` the payment carries an id (set
+``request.extensions["x402_payment_id"]`` to reuse one across your own retries: the server answers a retry from
+the first settlement instead of charging again). When it declares ``sign-in-with-x`` and the ledger shows this
+wallet paid for that resource before, the agent first signs in (no money moves) and pays only if refused.
+
+Budget refusals raise :class:`BudgetExceeded`; no usable offer raises :class:`NoPayableOffer` (both
+:class:`PaymentError`). Spending is counted when an authorization is signed, not when it is settled, and never
+refunded (a server may still settle a signed authorization until ``validBefore``).
+
+The receipt is on ``response.extensions["x402_receipt"]`` (a :class:`~authgate.x402.wire.SettleResponse`) and
+what was signed on ``response.extensions["x402_payment"]`` (a :class:`PaymentRecord`, no key material).
+
+Imports only httpx, eth-account, coincurve and authgate's pure x402 modules (no server dependencies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_account import Account
+
+from authgate.x402 import eip3009, networks, wire
+from authgate.x402.errors import X402WireError
+from authgate.x402.extensions import payment_identifier as pid
+from authgate.x402.extensions import siwx
+from authgate.x402.price import parse_money
+
+RECEIPT_KEY = "x402_receipt"
+PAYMENT_KEY = "x402_payment"
+PAYMENT_ID_KEY = "x402_payment_id"
+
+
+class PaymentError(Exception):
+    """The agent would not or could not pay; the message names the offer's terms, never a key."""
+
+
+class BudgetExceeded(PaymentError):
+    """The budget refused every offer: too expensive per request or today, or a payee/asset not allowed."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NoPayableOffer(PaymentError):
+    """No offer uses a scheme, network, asset or payment flow this agent can pay with."""
+
+
+# -- keys ----------------------------------------------------------------------------------------------------
+
+
+class Wallet:
+    """An EVM account that signs payment authorizations. The key stays inside; ``repr`` shows the address."""
+
+    __slots__ = ("__account", "address")
+
+    def __init__(self, private_key: str | bytes) -> None:
+        try:
+            account = Account.from_key(private_key)
+        except Exception:
+            raise ValueError("not a valid secp256k1 private key") from None  # never echo the input
+        self.__account = account
+        self.address: str = str(account.address)
+
+    def __repr__(self) -> str:
+        return f"Wallet(address={self.address!r})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, name: str = "AUTHGATE_X402_KEY") -> Wallet:
+        value = os.environ.get(name, "").strip()
+        if not value:
+            raise ValueError(f"environment variable {name} is empty")
+        return cls(value)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Wallet:
+        """A file holding the hex key (one line); it should be readable by its owner only."""
+        return cls(Path(path).expanduser().read_text().strip())
+
+    @classmethod
+    def from_keystore(cls, path: str | Path, password: str) -> Wallet:
+        """An Ethereum V3 keystore (JSON, scrypt/pbkdf2), as written by geth, foundry's ``cast wallet``."""
+        keystore = json.loads(Path(path).expanduser().read_text())
+        return cls(bytes(Account.decrypt(keystore, password)))
+
+    def sign_authorization(self, authorization: eip3009.Authorization, *, name: str, version: str, chain_id: int,
+                           verifying_contract: str) -> eip3009.ExactEvmPayload:
+        digest = authorization.digest(name, version, chain_id, verifying_contract)
+        signed = self.__account.unsafe_sign_hash(digest)
+        signature = int(signed.r).to_bytes(32, "big") + int(signed.s).to_bytes(32, "big") + bytes([int(signed.v)])
+        return eip3009.ExactEvmPayload(authorization=authorization, signature=signature)
+
+    def sign_in(self, declaration: dict[str, Any], response_url: str) -> str | None:
+        return siwx.sign_header(declaration, self.__account, response_url)
+
+
+# -- budget and ledger ---------------------------------------------------------------------------------------
+
+
+def _money(value: str | int | float | Decimal) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    amount, ticker = parse_money(value)
+    if ticker not in (None, "USDC"):
+        raise ValueError("budget amounts are in USD (a default stablecoin)")
+    return Decimal(amount)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Spending limits in USD of the networks' default stablecoins (``"$0.05"``, ``0.05``).
+
+    ``allowed_payees``/``allowed_assets``: None allows any payee / every default stablecoin; asset entries are
+    ``"network:address"`` strings (``eip155:8453:0x8335...``), compared case-insensitively. ``asset_decimals``
+    lets a non-default asset be priced (``{"eip155:1:0x...": 6}``), each unit counted as one dollar."""
+
+    max_per_request: str | int | float | Decimal = "$0.10"
+    max_per_day: str | int | float | Decimal = "$1"
+    allowed_payees: frozenset[str] | set[str] | None = None
+    allowed_assets: frozenset[str] | set[str] | None = None
+    asset_decimals: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_per_request", _money(self.max_per_request))
+        object.__setattr__(self, "max_per_day", _money(self.max_per_day))
+        if self.allowed_payees is not None:
+            object.__setattr__(self, "allowed_payees", frozenset(p.lower() for p in self.allowed_payees))
+        if self.allowed_assets is not None:
+            object.__setattr__(self, "allowed_assets", frozenset(a.lower() for a in self.allowed_assets))
+        object.__setattr__(self, "asset_decimals", {k.lower(): v for k, v in self.asset_decimals.items()})
+
+    def price_of(self, offer: wire.PaymentRequirements, network: str) -> Decimal | None:
+        """The offer's price in USD, or None when the asset is neither allowed nor known."""
+        key = f"{network}:{offer.asset}".lower()
+        if self.allowed_assets is not None and key not in self.allowed_assets:
+            return None
+        decimals = self.asset_decimals.get(key)
+        if decimals is None:
+            known = networks.find_asset(network, offer.asset)
+            if known is None:
+                return None
+            decimals = known.decimals
+        return Decimal(int(offer.amount)) / (Decimal(10) ** decimals)
+
+
+class Ledger:
+    """Spending per UTC day, and the resources this wallet paid for (for sign-in-with-x). In memory."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._data: dict[str, Any] = {"days": {}, "paid": {}}
+
+    def _load(self) -> dict[str, Any]:
+        return self._data
+
+    def _save(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def _day(self) -> str:
+        return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
+
+    def spent_today(self) -> Decimal:
+        with self._lock:
+            return Decimal(self._load()["days"].get(self._day(), "0"))
+
+    def reserve(self, amount: Decimal, limit: Decimal) -> bool:
+        """Add ``amount`` to today's spending unless that would pass ``limit``; atomic within the process."""
+        with self._lock:
+            data = self._load()
+            day = self._day()
+            spent = Decimal(data["days"].get(day, "0"))
+            if spent + amount > limit:
+                return False
+            data["days"] = {day: str(spent + amount)}  # older days are not needed any more
+            self._save(data)
+            return True
+
+    def record_paid(self, resource_url: str, until: float) -> None:
+        with self._lock:
+            data = self._load()
+            now = self.clock()
+            data["paid"] = {k: v for k, v in data["paid"].items() if v > now}
+            data["paid"][resource_url] = until
+            self._save(data)
+
+    def has_paid(self, resource_url: str) -> bool:
+        with self._lock:
+            return float(self._load()["paid"].get(resource_url, 0)) > self.clock()
+
+
+class FileLedger(Ledger):
+    """:class:`Ledger` kept in a small JSON file (written atomically, owner-only), so limits survive
+    restarts. One process at a time should use a file."""
+
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        self.path = Path(path).expanduser()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {"days": {}, "paid": {}}
+        except ValueError as exc:
+            raise PaymentError(f"spending ledger {self.path} is unreadable; refusing to pay") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("days"), dict):
+            raise PaymentError(f"spending ledger {self.path} is malformed; refusing to pay")
+        data.setdefault("paid", {})
+        return data
+
+    def _save(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.path)
+
+
+# -- the auth flow -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """What the agent signed for one request (safe to log: no key material)."""
+
+    x402_version: int
+    offer: wire.PaymentRequirements
+    authorization: dict[str, str]
+    price_usd: Decimal
+    payment_id: str | None = None
+
+
+def payment_receipt(response: httpx.Response) -> wire.SettleResponse | None:
+    """The settlement receipt the server sent with ``response`` (``PAYMENT-RESPONSE``), if any."""
+    receipt = response.extensions.get(RECEIPT_KEY)
+    return receipt if isinstance(receipt, wire.SettleResponse) else None
+
+
+def _read_receipt(response: httpx.Response) -> wire.SettleResponse | None:
+    for name in (wire.HEADER_PAYMENT_RESPONSE, wire.HEADER_V1_PAYMENT_RESPONSE):
+        value = response.headers.get(name)
+        if value:
+            try:
+                return wire.SettleResponse.from_header(value)
+            except X402WireError:
+                return None
+    return None
+
+
+def _read_required(response: httpx.Response) -> wire.PaymentRequired | None:
+    header = response.headers.get(wire.HEADER_PAYMENT_REQUIRED)
+    try:
+        if header:
+            return wire.PaymentRequired.from_header(header)
+        if len(response.content) <= wire.MAX_JSON_BYTES:
+            body = json.loads(response.content)
+            if isinstance(body, dict) and body.get("x402Version") == 1:
+                return wire.PaymentRequired.from_dict(body)
+    except (X402WireError, ValueError):
+        return None
+    return None
+
+
+class X402PaymentAuth(httpx.Auth):
+    """Pays for ``402`` answers within ``budget`` (see the module docstring). ``networks``: CAIP-2 ids the
+    wallet holds funds on (v1 legacy names are mapped). Works with ``httpx.Client`` and ``httpx.AsyncClient``."""
+
+    requires_response_body = True
+
+    def __init__(self, wallet: Wallet, budget: Budget, *, networks: Iterable[str],
+                 ledger: Ledger | None = None, clock: Callable[[], float] = time.time,
+                 sign_in_seconds: int = 24 * 3600, use_sign_in: bool = True) -> None:
+        self.wallet = wallet
+        self.budget = budget
+        self.networks = frozenset(networks_normalized(networks))
+        self.ledger = ledger if ledger is not None else Ledger(clock)
+        self.clock = clock
+        self.sign_in_seconds = sign_in_seconds
+        self.use_sign_in = use_sign_in
+
+    def __repr__(self) -> str:
+        return f"X402PaymentAuth(wallet={self.wallet!r}, networks={sorted(self.networks)!r})"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        response = yield request
+        if response.status_code != 402:
+            return
+        required = _read_required(response)
+        if required is None:
+            return
+        resource_url = required.resource.url if required.resource and required.resource.url else str(request.url)
+
+        declaration = (required.extensions or {}).get(siwx.SIGN_IN_WITH_X)
+        if (self.use_sign_in and isinstance(declaration, dict) and required.x402_version == 2
+                and self.ledger.has_paid(resource_url)):
+            try:
+                header = self.wallet.sign_in(declaration, str(response.url))
+            except siwx.SiwxError:
+                header = None
+            if header is not None:
+                request.headers[siwx.HEADER] = header
+                response = yield request
+                del request.headers[siwx.HEADER]
+                if response.status_code != 402:
+                    return
+                required = _read_required(response) or required
+
+        offer, network, price = self._choose(required)
+        payment_id: str | None = None
+        extensions: dict[str, Any] | None = None
+        if required.x402_version == 2 and required.extensions:
+            extensions = dict(required.extensions)
+            if pid.PAYMENT_IDENTIFIER in extensions:
+                wanted = request.extensions.get(PAYMENT_ID_KEY)
+                payment_id = wanted if isinstance(wanted, str) else pid.new_id()
+                extensions = pid.append(extensions, payment_id)
+            extensions.pop(siwx.SIGN_IN_WITH_X, None)
+        if not self.ledger.reserve(price, Decimal(self.budget.max_per_day)):
+            raise BudgetExceeded(f"paying ${price} would pass today's limit of ${self.budget.max_per_day}",
+                                 reason="max_per_day")
+
+        now = int(self.clock())
+        authorization = eip3009.Authorization(
+            from_address=self.wallet.address, to=offer.pay_to, value=int(offer.amount), valid_after=0,
+            valid_before=now + offer.max_timeout_seconds, nonce=eip3009.new_nonce())
+        name, version = self._domain(offer, network)
+        signed = self.wallet.sign_authorization(authorization, name=name, version=version,
+                                                chain_id=networks.evm_chain_id(network),
+                                                verifying_contract=offer.asset)
+        record = PaymentRecord(required.x402_version, offer, authorization.to_dict(), price, payment_id)
+        if required.x402_version == 1:
+            request.headers[wire.HEADER_V1_PAYMENT] = wire.PaymentPayloadV1(
+                scheme=offer.scheme, network=offer.network, payload=signed.to_dict()).to_header()
+        else:
+            request.headers[wire.HEADER_PAYMENT_SIGNATURE] = wire.PaymentPayload(
+                payload=signed.to_dict(), accepted=offer, resource=required.resource,
+                extensions=extensions).to_header()
+        response = yield request
+        response.extensions[PAYMENT_KEY] = record
+        receipt = _read_receipt(response)
+        if receipt is not None:
+            response.extensions[RECEIPT_KEY] = receipt
+            if receipt.success and response.status_code < 400:
+                self.ledger.record_paid(resource_url, self.clock() + self.sign_in_seconds)
+
+    def _choose(self, required: wire.PaymentRequired) -> tuple[wire.PaymentRequirements, str, Decimal]:
+        """The first payable offer, authorization flow first; budget refusals only if nothing else fits."""
+        payable: list[tuple[int, wire.PaymentRequirements, str, Decimal]] = []
+        refusals: list[BudgetExceeded] = []
+        for offer in required.accepts:
+            if offer.scheme != "exact":
+                continue
+            try:
+                network = networks.normalize_network(offer.network)
+                networks.evm_chain_id(network)
+            except ValueError:
+                continue
+            if network not in self.networks:
+                continue
+            flow = offer.extra.get("paymentFlow", "authorization")
+            if flow not in ("authorization", "upfront") or offer.extra.get("assetTransferMethod") == "permit2":
+                continue
+            if not (offer.asset.startswith("0x") and len(offer.asset) == 42):
+                continue
+            price = self.budget.price_of(offer, network)
+            if price is None:
+                refusals.append(BudgetExceeded(f"asset {offer.asset} on {network} is not allowed by the budget",
+                                               reason="asset_not_allowed"))
+                continue
+            payees = self.budget.allowed_payees
+            if payees is not None and offer.pay_to.lower() not in payees:
+                refusals.append(BudgetExceeded(f"payee {offer.pay_to} is not allowed by the budget",
+                                               reason="payee_not_allowed"))
+                continue
+            if price > Decimal(self.budget.max_per_request):
+                refusals.append(BudgetExceeded(f"price ${price} is above the per-request limit of "
+                                               f"${self.budget.max_per_request}", reason="max_per_request"))
+                continue
+            payable.append((0 if flow == "authorization" else 1, offer, network, price))
+        if payable:
+            payable.sort(key=lambda item: item[0])  # stable: the server's order within a flow
+            _, offer, network, price = payable[0]
+            return offer, network, price
+        if refusals:
+            raise refusals[0]
+        raise NoPayableOffer("no offer uses a network, asset and scheme this agent pays with ("
+                             + ", ".join(sorted(self.networks)) + ")")
+
+    def _domain(self, offer: wire.PaymentRequirements, network: str) -> tuple[str, str]:
+        name, version = offer.extra.get("name"), offer.extra.get("version")
+        if isinstance(name, str) and isinstance(version, str):
+            return name, version
+        known = networks.find_asset(network, offer.asset)
+        if known is None:
+            raise NoPayableOffer(f"offer for {offer.asset} on {network} names no EIP-712 domain")
+        return known.name, known.version
+
+
+def networks_normalized(values: Iterable[str]) -> list[str]:
+    out = []
+    for value in values:
+        try:
+            out.append(networks.normalize_network(value))
+        except ValueError as exc:
+            raise ValueError(f"unknown network {value[:64]!r}") from exc
+    return out
+
