@@ -128,7 +128,7 @@ def payer_wallet(facilitator: LedgerFacilitator, balance: int = 1_000_000) -> Wa
 
 
 def client(app: Any, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://internal:8080", auth=auth)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE, auth=auth)
 
 
 def agent(wallet: Wallet, **budget: Any) -> X402PaymentAuth:
