@@ -482,6 +482,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(verbose=args.verbose)
 
 
+def cmd_devchain(args: argparse.Namespace) -> int:
+    from authgate.config import is_loopback_host
+    from authgate.x402.chain.devchain import parse_fund, serve
+
+    for spec in args.fund:
+        try:
+            parse_fund(spec)
+        except ValueError as exc:
+            print(f"authgate devchain: {exc}", file=sys.stderr)
+            return 2
+    if not is_loopback_host(args.host):
+        print(f"authgate devchain: warning: serving test money on non-loopback {args.host}", file=sys.stderr)
+    asyncio.run(serve(args.host, args.port, list(args.fund)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authgate", description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -575,6 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(p)
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("devchain", help="serve the embedded x402 chain (TestUSDC) as a local JSON-RPC node")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8545, help="port (default 8545)")
+    p.add_argument("--fund", action="append", default=[], metavar="LABEL=USDC",
+                   help="mint test USDC (and gas money) to a labelled account or 0x address; repeatable")
+    p.set_defaults(func=cmd_devchain)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -164,6 +165,28 @@ class Settings:
     #: Development only: accept ``http://127.0.0.1:port`` / ``localhost`` server identifiers (the demo).
     agentauth_allow_http_loopback: bool = False
 
+    # -- x402 chain the facilitator settles on (authgate.x402.chain) ------------------------------------------
+    #: ``embedded``: an in-process EVM with our TestUSDC (offline, test money); ``jsonrpc``: a node at
+    #: ``x402_rpc_url`` (``authgate devchain``, Base Sepolia, Base).
+    x402_chain: str = "embedded"
+    #: http(s) URL of the JSON-RPC node (jsonrpc only); plain http only to loopback.
+    x402_rpc_url: str = ""
+    #: The facilitator's private key, which pays gas for settlements: ``0x``-hex, ``file:PATH`` (first line of
+    #: the file) or ``env:NAME``. Required for jsonrpc; never logged. Embedded: empty (a fixed test key).
+    x402_facilitator_key: str = field(default="", repr=False)
+    #: EIP-3009 token contract and its EIP-712 domain (``name()``, ``version()``). Required for jsonrpc; empty for
+    #: embedded, which always uses TestUSDC at its fixed address with name "USDC", version "2".
+    x402_token_address: str = ""
+    x402_token_name: str = ""
+    x402_token_version: str = ""
+    #: CAIP-2 network ``eip155:<chainId>``; checked against the node's ``eth_chainId``. Required for jsonrpc;
+    #: embedded: empty or ``eip155:131277322940537``.
+    x402_network: str = ""
+    #: Gas limit of a settlement transaction, and seconds to wait for its receipt before answering
+    #: ``settlement_pending`` (the outcome is then reconciled from the chain, never retried blindly).
+    x402_gas_limit: int = 500_000
+    x402_receipt_timeout: int = 120
+
     @property
     def issuer_url(self) -> str:
         if self.issuer:
@@ -203,6 +226,7 @@ class Settings:
         _validate_aauth_identity(self)
         _validate_aauth_grant(self)
         _validate_agentauth(self)
+        _validate_x402_chain(self)
         return self
 
 
@@ -299,6 +323,53 @@ def _validate_agentauth(s: Settings) -> None:
         if parts.scheme == "http" and not s.agentauth_allow_http_loopback:
             raise ConfigError("agentauth_enabled needs an https issuer (agentauth_allow_http_loopback is for "
                               "development on loopback)")
+
+
+_HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_CAIP2_EIP155 = re.compile(r"^eip155:[1-9][0-9]{0,19}$")
+_HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def _validate_x402_chain(s: Settings) -> None:
+    """The x402 chain block of :meth:`Settings.validate`. The key is checked for shape only (a ``file:`` or
+    ``env:`` reference is read when the chain is built) and never echoed in a message."""
+    if s.x402_chain not in ("embedded", "jsonrpc"):
+        raise ConfigError("x402_chain must be embedded or jsonrpc")
+    key = s.x402_facilitator_key
+    if key and not ((key.startswith(("file:", "env:")) and len(key) > 5) or _HEX_KEY.match(key)):
+        raise ConfigError("x402_facilitator_key must be 32 bytes of hex, file:PATH or env:NAME")
+    if s.x402_network and not _CAIP2_EIP155.match(s.x402_network):
+        raise ConfigError("x402_network must be a CAIP-2 EVM network like eip155:84532")
+    if s.x402_token_address and not _HEX_ADDRESS.match(s.x402_token_address):
+        raise ConfigError("x402_token_address must be a 0x-prefixed 20-byte hex address")
+    if not 21_000 <= s.x402_gas_limit <= 30_000_000:
+        raise ConfigError("x402_gas_limit must be between 21000 and 30000000")
+    if not 1 <= s.x402_receipt_timeout <= 3600:
+        raise ConfigError("x402_receipt_timeout must be between 1 and 3600 seconds")
+    if s.x402_chain == "embedded":
+        from authgate.x402 import localchain  # only here: it imports eth-account
+
+        if s.x402_network and s.x402_network != localchain.NETWORK:
+            raise ConfigError(f"x402_network of the embedded chain is {localchain.NETWORK}")
+        if s.x402_rpc_url or key:
+            raise ConfigError("x402_rpc_url and x402_facilitator_key are for x402_chain = jsonrpc")
+        if ((s.x402_token_address and s.x402_token_address.lower() != localchain.TOKEN_ADDRESS.lower())
+                or s.x402_token_name not in ("", localchain.TOKEN_NAME)
+                or s.x402_token_version not in ("", localchain.TOKEN_VERSION)):
+            raise ConfigError("the embedded chain's token is fixed (TestUSDC); leave x402_token_* empty")
+        return
+    missing = [name for name in ("x402_rpc_url", "x402_facilitator_key", "x402_token_address", "x402_token_name",
+                                 "x402_token_version", "x402_network") if not getattr(s, name)]
+    if missing:
+        raise ConfigError(f"x402_chain = jsonrpc needs {', '.join(missing)}")
+    parts = urlsplit(s.x402_rpc_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError("x402_rpc_url must be an absolute http(s) URL")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigError("x402_rpc_url must use https unless it is on loopback")
+    for name in ("x402_token_name", "x402_token_version"):
+        if len(getattr(s, name)) > 100 or not getattr(s, name).isprintable():
+            raise ConfigError(f"{name} must be printable and at most 100 characters")
 
 
 def is_loopback_host(host: str) -> bool:

@@ -37,9 +37,10 @@ class EmbeddedChain(RpcChain):
             facilitator_key=localchain.FACILITATOR_KEY,
             gas_limit=gas_limit,
             poll_interval=0.01,
-            clock=clock,
         )
         self.token_address = localchain.TOKEN_ADDRESS
+        self.token_name = localchain.TOKEN_NAME
+        self.token_version = localchain.TOKEN_VERSION
 
     async def _request(self, method: str, params: list[Any]) -> Any:
         try:

@@ -197,7 +197,7 @@ class LocalNode:
 
     def fund_eth(self, to: str, wei: int = DEFAULT_FUNDING) -> str:
         """Send ``wei`` of gas money to ``to``; the transaction hash."""
-        receipt = self._own_transaction(to_checksum_address(to), b"", value=wei, gas=21_000)
+        receipt = self._own_transaction(to_checksum_address(to), b"", value=wei, gas=50_000)
         return str(receipt["transactionHash"])
 
     def _own_transaction(self, to: str | None, data: bytes, *, value: int = 0, gas: int = 200_000) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from eth_account import Account
@@ -103,11 +102,13 @@ class RpcChain:
         chain_id: int,
         facilitator_key: str,
         gas_limit: int = 500_000,
+        receipt_timeout: float = 120.0,
         poll_interval: float = 0.5,
         log_lookback_blocks: int = 200_000,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._rpc = transport
+        #: What the facilitator should pass to :meth:`wait_receipt` (setting ``x402_receipt_timeout``).
+        self.receipt_timeout = receipt_timeout
         self.chain_id = chain_id
         self.network = f"eip155:{chain_id}"
         self._account: LocalAccount = Account.from_key(facilitator_key)
@@ -115,7 +116,6 @@ class RpcChain:
         self.gas_limit = gas_limit
         self.poll_interval = poll_interval
         self.log_lookback_blocks = log_lookback_blocks
-        self._clock = clock
         # One lock per process around nonce use: concurrent settlements get consecutive nonces. Across processes
         # the facilitator's database reservation keeps one authorization from being submitted twice; distinct
         # authorizations from two processes sharing one key can still collide, and "nonce too low" is retried.
@@ -331,5 +331,3 @@ def _has_transfer_log(raw: dict[str, Any], token: str, wanted: contract.Transfer
             return True
     return False
 
-
-AsyncRequest = Callable[[str, list[Any]], Awaitable[Any]]
