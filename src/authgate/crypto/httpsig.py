@@ -71,6 +71,7 @@ __all__ = [
     "normalize_authority",
     "replay_key",
     "sign_request",
+    "signature_base",
     "verify_request",
 ]
 
@@ -213,6 +214,20 @@ def replay_key(jkt: str, signature_base: str) -> bytes:
     return hashlib.sha256(jkt.encode() + b"\n" + signature_base.encode()).digest()
 
 
+def signature_base(covered: Sequence[str], params: Mapping[str, sfv.BareItem], *, method: str, authority: str,
+                   path: str, query: str | None, headers: Mapping[str, str], scheme: str = "https") -> str:
+    """The RFC 9421 §2.5 signature base for ``covered`` components (``headers`` keyed by lowercase name; the
+    ``signature-key`` entry is the whole header value) and signature ``params``. Raises ValueError when a
+    covered field is absent."""
+    lines = []
+    for c in covered:
+        value = authority if c == "@authority" else _component(c, method, path, query, scheme, headers)
+        if value is None:
+            raise ValueError(f"cannot cover {c!r}: not present in the request")
+        lines.append(f'"{c}": {value}\n')
+    return "".join(lines) + f'"@signature-params": {sfv.serialize_inner_list([(c, {}) for c in covered], params)}'
+
+
 # -- signing ---------------------------------------------------------------------------------------------
 
 
@@ -265,14 +280,9 @@ def sign_request(*, method: str, url: str, headers: Mapping[str, str], body: byt
     params: dict[str, sfv.BareItem] = {"created": int(time.time()) if created is None else created}
     if expires is not None:
         params["expires"] = expires
-    sig_params = sfv.serialize_inner_list([(c, {}) for c in covered], params)
-    lines = []
-    for c in covered:
-        value = authority if c == "@authority" else _component(c, method.upper(), parts.path, parts.query, scheme, h)
-        if value is None:
-            raise ValueError(f"cannot cover {c!r}: not present in the request")
-        lines.append(f'"{c}": {value}\n')
-    base = "".join(lines) + f'"@signature-params": {sig_params}'
+    base = signature_base(covered, params, method=method.upper(), authority=authority, path=parts.path,
+                          query=parts.query, headers=h, scheme=scheme)
+    sig_params = base.rsplit('"@signature-params": ', 1)[1]
     if isinstance(key, Ed25519PrivateKey):
         signature = key.sign(base.encode())
     elif isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
