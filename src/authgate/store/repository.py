@@ -14,6 +14,7 @@ from authgate.clock import Clock, SystemClock
 from authgate.store import tables as t
 from authgate.store.agentauth import AgentAuthRepository
 from authgate.store.engine import make_engine, migrate
+from authgate.store.payments import PaymentRepository
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ class Store:
         self.clock = clock or SystemClock()
         #: Agent Auth keys, agents, consents and issued tokens (authgate.store.agentauth).
         self.agentauth = AgentAuthRepository(self)
+        #: x402 payment reservations and records (authgate.store.payments).
+        self.payments = PaymentRepository(self)
 
     @classmethod
     async def open(cls, url: str, clock: Clock | None = None, *, run_migrations: bool = True) -> Store:

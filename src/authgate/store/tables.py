@@ -196,3 +196,35 @@ agentauth_tokens = sa.Table(
     sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
     sa.Column("revoked_at", sa.BigInteger),
 )
+
+# x402 payments settled by our facilitator (migration 0004). One row per EIP-3009 authorization: the unique
+# ``(network, asset, payer, nonce)`` is the reservation taken *before* a transaction is submitted, so a second
+# /settle for the same authorization (any process) joins the first instead of submitting again. Addresses are
+# lower-case; ``digest`` is the authorization's EIP-712 digest (a different authorization reusing the nonce is
+# refused). ``owner``/``lease_until`` let another process reconcile an attempt whose owner died before it
+# recorded a transaction hash. No keys or signatures are stored.
+x402_payments = sa.Table(
+    "x402_payments",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("network", sa.String(64), nullable=False),
+    sa.Column("asset", sa.String(64), nullable=False),
+    sa.Column("payer", sa.String(64), nullable=False, index=True),
+    sa.Column("nonce", sa.String(66), nullable=False),
+    sa.Column("payee", sa.String(64), nullable=False),
+    sa.Column("amount", sa.String(80), nullable=False),
+    sa.Column("scheme", sa.String(32), nullable=False),
+    sa.Column("resource_url", sa.String(2048)),
+    sa.Column("digest", sa.String(66), nullable=False),
+    sa.Column("valid_before", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("tx_hash", sa.String(66)),
+    sa.Column("error_reason", sa.String(128)),
+    sa.Column("error_message", sa.String(512)),
+    sa.Column("owner", sa.String(32), nullable=False),
+    sa.Column("lease_until", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("settled_at", sa.BigInteger),
+    sa.UniqueConstraint("network", "asset", "payer", "nonce", name="uq_x402_payments_authorization"),
+)
