@@ -127,7 +127,6 @@ class LocalNode:
         self._w3 = Web3(self._provider, middleware=[])
         self._send = self._provider.request_func(self._w3, self._w3.middleware_onion)
         self._deployer = Account.from_key(localchain.DEPLOYER_KEY)
-        self._deployer_nonce = 0
         receipt = self._own_transaction(None, contract.deploy_data(localchain.TOKEN_NAME, localchain.TOKEN_VERSION),
                                         gas=3_000_000)
         deployed = to_checksum_address(receipt["contractAddress"])
@@ -202,10 +201,12 @@ class LocalNode:
 
     def _own_transaction(self, to: str | None, data: bytes, *, value: int = 0, gas: int = 200_000) -> dict[str, Any]:
         with self._lock:
+            # Asked each time: the deployer key is public, so a test may send its own transactions through RPC.
+            nonce = int(self.request("eth_getTransactionCount", [self._deployer.address, "latest"]), 16)
             tx: dict[str, Any] = {
                 "type": 2,
                 "chainId": localchain.CHAIN_ID,
-                "nonce": self._deployer_nonce,
+                "nonce": nonce,
                 "data": data,
                 "value": value,
                 "gas": gas,
@@ -216,7 +217,6 @@ class LocalNode:
                 tx["to"] = to
             raw = self._deployer.sign_transaction(tx).raw_transaction
             tx_hash = self.request("eth_sendRawTransaction", ["0x" + bytes(raw).hex()])
-            self._deployer_nonce += 1
             receipt: dict[str, Any] = self.request("eth_getTransactionReceipt", [tx_hash])
         if receipt["status"] != "0x1" and to is not None:
             raise RuntimeError(f"development transaction to {to} failed")
