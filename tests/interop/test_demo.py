@@ -29,4 +29,12 @@ async def test_demo_succeeds_and_reports_each_step(tmp_path: object) -> None:
     assert "POST /orders/A-1042/address → 200: delivery address changed" in aauth
     for value in ("María", "Maria", "García", "Garcia", "1986-03-14", "14 March 1986", "94107", "+14155550142"):
         assert value not in aauth
+    x402 = text[text.index("[5] x402"):]
+    assert "→ 402" in x402 and "402 Payment Required: exact 10000 atomic units (0.010000 USDC)" in x402
+    assert "agent signed an EIP-3009 authorization within its budget" in x402 and "nonce 0x" in x402
+    assert "GET /weather → 200" in x402 and "settled on chain: tx 0x" in x402
+    assert "payer 5.000000 USDC → 4.990000 USDC, payee 0.000000 USDC → 0.010000 USDC" in x402
+    from authgate.x402 import localchain
+
+    assert localchain.label_key("demo-agent-wallet")[2:] not in text  # the agent's key is never shown
     assert text.rstrip().endswith("demo succeeded")

@@ -115,3 +115,14 @@ def mcp_server(issuer: str, resource_url: str) -> tuple[ASGIApp, JWTVerifier]:
     verifier = JWTVerifier(issuer, resource.resource)
     inner = server.streamable_http_app(stateless_http=True, json_response=True)
     return AuthGateMiddleware(inner, verifier, resource, rules=[protect("/mcp", "notes:read")]), verifier
+
+
+def weather_api(paywall: Any) -> ASGIApp:
+    """``GET /weather`` costs $0.01 (x402): ``paywall`` is an :class:`authgate.x402.paywall.Paywall`."""
+    from authgate.x402.paywall import PaywallMiddleware
+
+    async def weather(request: Request) -> JSONResponse:
+        payment = request.state.x402
+        return JSONResponse({"city": "Lisbon", "forecast": "sunny, 24°C", "paid_by": payment.payer})
+
+    return PaywallMiddleware(Starlette(routes=[Route("/weather", weather)]), paywall)

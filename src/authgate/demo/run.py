@@ -373,9 +373,89 @@ async def scenario_aauth_phone_agent(demo: Demo) -> None:
                f"POST /orders/A-1042/address → {changed.status_code}: delivery address changed")
 
 
+async def scenario_x402_paying_agent(demo: Demo) -> None:
+    """x402: an agent pays $0.01 for one API call by itself, within its budget; our facilitator settles the
+    EIP-3009 authorization on the embedded chain (no network, test USDC minted for the demo)."""
+    from authgate.agent.x402 import PAYMENT_KEY, Budget, Wallet, X402PaymentAuth, payment_receipt
+    from authgate.clock import SystemClock
+    from authgate.demo.apps import weather_api
+    from authgate.x402 import localchain, wire
+    from authgate.x402.chain.embedded import EmbeddedChain
+    from authgate.x402.facilitator import FacilitatorClient
+    from authgate.x402.facilitator.http import create_facilitator_app
+    from authgate.x402.facilitator.service import Facilitator
+    from authgate.x402.paywall import Paywall
+
+    r = demo.report
+    r.section("[5] x402 — an agent pays $0.01 for an API call by itself (our facilitator, embedded EVM chain)")
+    chain = EmbeddedChain()
+    token = localchain.TOKEN_ADDRESS
+    payee = localchain.label_address("demo-weather-payee")
+    wallet = Wallet(localchain.label_key("demo-agent-wallet"))
+    fac_port, api_port = free_port(), free_port()
+    api_base = f"http://127.0.0.1:{api_port}"
+    try:
+        await chain.mint(wallet.address, 5_000_000)
+        facilitator = Facilitator({localchain.NETWORK: chain}, demo.ctx.store, clock=SystemClock(), settle_timeout=30)
+
+        async def balances() -> tuple[int, int]:
+            return await chain.balance_of(token, wallet.address), await chain.balance_of(token, payee)
+
+        def usdc(atomic: int) -> str:
+            return f"{atomic / 10**localchain.TOKEN_DECIMALS:.6f} USDC"
+
+        before = await balances()
+        r.note(f"agent wallet {wallet.address}: {usdc(before[0])} (minted test USDC); "
+               f"payee {payee}: {usdc(before[1])}")
+        async with serve(create_facilitator_app(facilitator), fac_port) as fac_url:
+            client = FacilitatorClient(fac_url)
+            paywall = Paywall(client, base_url=api_base)
+            paywall.route("/weather", price="$0.01", pay_to=payee, network=localchain.NETWORK,
+                          description="Weather forecast")
+            try:
+                async with serve(weather_api(paywall), api_port):
+                    seen: list[httpx.Response] = []
+
+                    async def trace(response: httpx.Response) -> None:
+                        seen.append(response)
+                        await _Trace(r).response(response)
+
+                    auth = X402PaymentAuth(wallet, Budget(max_per_request="$0.05", max_per_day="$1",
+                                                          allowed_payees={payee}), networks={localchain.NETWORK})
+                    async with httpx.AsyncClient(auth=auth, event_hooks={"response": [trace]}, timeout=30) as http:
+                        resp = await http.get(api_base + "/weather")
+            finally:
+                await client.aclose()
+        challenge = next((x for x in seen if x.status_code == 402), None)
+        if challenge is not None:
+            offer = wire.PaymentRequired.from_header(challenge.headers["payment-required"]).accepts[0]
+            r.step(True, f"402 Payment Required: {offer.scheme} {offer.amount} atomic units ({usdc(int(offer.amount))})"
+                   f" of {offer.asset} on {offer.network} to {offer.pay_to}")
+        else:
+            r.step(False, "no 402 challenge seen")
+        record = resp.extensions.get(PAYMENT_KEY)
+        if record is not None:
+            a = record.authorization
+            r.step(True, f"agent signed an EIP-3009 authorization within its budget ($0.05/request, $1/day): from "
+                   f"{a['from']} to {a['to']} value {a['value']} validBefore {a['validBefore']} nonce {a['nonce']}")
+        else:
+            r.step(False, "the agent signed nothing")
+        receipt = payment_receipt(resp)
+        r.step(resp.status_code == 200 and receipt is not None and receipt.success,
+               f"GET /weather → {resp.status_code}: {resp.json() if resp.status_code == 200 else resp.text[:100]}")
+        r.step(receipt is not None and receipt.success and receipt.transaction.startswith("0x"),
+               f"settled on chain: tx {receipt.transaction if receipt else '?'} (PAYMENT-RESPONSE)")
+        after = await balances()
+        r.step(after[0] == before[0] - 10_000 and after[1] == before[1] + 10_000,
+               f"balances on chain: payer {usdc(before[0])} → {usdc(after[0])}, payee {usdc(before[1])} → "
+               f"{usdc(after[1])}")
+    finally:
+        await chain.aclose()
+
+
 Scenario = Callable[[Demo], Awaitable[None]]
 SCENARIOS: list[Scenario] = [scenario_sdk_client_credentials, scenario_mcp_sdk, scenario_ciba_approval,
-                             scenario_aauth_phone_agent]
+                             scenario_aauth_phone_agent, scenario_x402_paying_agent]
 
 
 async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = None) -> bool:
