@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,19 @@ _DERIVED = frozenset({"@method", "@authority", "@path", "@query", "@scheme"})
 _DEFAULT_PORT = {"https": ":443", "http": ":80"}
 _MAX_COMPONENTS = 32
 _MAX_AUTHORITY_CANDIDATES = 8
+# Fast paths for the shapes signers actually send (one label, canonical spacing, plain strings and integers):
+# the matched text is then byte-for-byte its own RFC 8941 serialisation, so @signature-params needs no rebuild.
+# Anything else goes through the general parser. Parsed Signature-Key headers are cached: an agent sends the
+# same token (the same header) on every request for up to an hour.
+_KEY_RE = r"[a-z*][a-z0-9_\-.*]*"
+_STR_RE = r'"[ !#-\[\]-~]*"'
+_INT_RE = r"-?(?:0|[1-9][0-9]{0,14})"
+_FAST_INPUT = re.compile(
+    rf"({_KEY_RE})=(\(((?:{_STR_RE}(?: {_STR_RE})*)?)\)((?:;{_KEY_RE}=(?:{_INT_RE}|{_STR_RE}))*))")
+_FAST_PARAM = re.compile(rf';({_KEY_RE})=({_INT_RE}|{_STR_RE})')
+_FAST_SIG = re.compile(rf"({_KEY_RE})=:([A-Za-z0-9+/_\-]*={{0,2}}):")
+_KEY_CACHE: dict[str, dict[str, sfv.Member]] = {}
+_KEY_CACHE_MAX = 1024
 # RFC 9421 §6.2 algorithm names a signer might still put in the (forbidden but tolerated) `alg` parameter.
 _RFC9421_ALG = {"ed25519": ED25519, "ecdsa-p256-sha256": ES256, ED25519: ED25519, ES256: ES256}
 
@@ -368,16 +382,34 @@ async def verify_request(
     if not (si and sg and sk):
         raise SignatureError(INVALID_SIGNATURE, "Signature-Input, Signature and Signature-Key are required",
                              reason="missing_headers")
+    sig_params: str | None = None
     try:
-        inputs = sfv.parse_dictionary(si)
-        sigs = sfv.parse_dictionary(sg, lenient_bytes=accept_base64url)
+        fast = _FAST_INPUT.fullmatch(si)
+        if fast:  # the one-label canonical shape every signer sends: its text is already the serialisation
+            label_in, sig_params, comps, ptext = fast.groups()
+            inputs: dict[str, sfv.Member] = {label_in: (
+                [(c, {}) for c in comps[1:-1].split('" "')] if comps else [],
+                {k: (v[1:-1] if v[0] == '"' else int(v)) for k, v in _FAST_PARAM.findall(ptext)})}
+        else:
+            inputs = sfv.parse_dictionary(si)
+        fast = _FAST_SIG.fullmatch(sg)
+        if fast:
+            sigs: dict[str, sfv.Member] = {
+                fast.group(1): (sfv.decode_byte_sequence(fast.group(2), accept_base64url), {})}
+        else:
+            sigs = sfv.parse_dictionary(sg, lenient_bytes=accept_base64url)
     except sfv.SFVError as exc:
         raise SignatureError(INVALID_SIGNATURE, "malformed Signature-Input or Signature",
                              reason="malformed_signature") from exc
-    try:
-        key_members = sfv.parse_dictionary(sk)
-    except sfv.SFVError as exc:
-        raise SignatureError(INVALID_KEY, "malformed Signature-Key", reason="malformed_signature_key") from exc
+    key_members = _KEY_CACHE.get(sk)
+    if key_members is None:
+        try:
+            key_members = sfv.parse_dictionary(sk)
+        except sfv.SFVError as exc:
+            raise SignatureError(INVALID_KEY, "malformed Signature-Key", reason="malformed_signature_key") from exc
+        if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
+            _KEY_CACHE.pop(next(iter(_KEY_CACHE)))
+        _KEY_CACHE[sk] = key_members
     label = next((k for k in key_members if k in inputs and k in sigs), None)
     if label is None:
         raise SignatureError(INVALID_SIGNATURE, "no label common to Signature-Input, Signature and Signature-Key",
@@ -397,14 +429,17 @@ async def verify_request(
         if value in covered:
             raise SignatureError(INVALID_SIGNATURE, "duplicate covered component", reason="malformed_signature")
         covered.append(value)
-    required = list(MANDATORY_COMPONENTS)
-    for extra in (*required_components, *(("authorization",) if "authorization" in h else ()),
-                  *(("content-digest",) if body and body_requires_digest else ())):
-        if extra not in required:
-            required.append(extra)
-    if any(r not in covered for r in required):
-        raise SignatureError(INVALID_INPUT, "required components are not covered", reason="not_covered",
-                             required_input=required)
+    required: Sequence[str] = MANDATORY_COMPONENTS
+    if required_components or "authorization" in h or (body and body_requires_digest):
+        required = list(MANDATORY_COMPONENTS)
+        for extra in (*required_components, *(("authorization",) if "authorization" in h else ()),
+                      *(("content-digest",) if body and body_requires_digest else ())):
+            if extra not in required:
+                required.append(extra)
+    for r in required:
+        if r not in covered:
+            raise SignatureError(INVALID_INPUT, "required components are not covered", reason="not_covered",
+                                 required_input=required)
     created = params.get("created")
     if type(created) is not int:
         raise SignatureError(INVALID_INPUT, "the created parameter is required", reason="no_created")
@@ -464,7 +499,8 @@ async def verify_request(
     raw_authority = authority.strip()
     if accept_raw_authority and raw_authority != norm and norm in candidates:
         candidates.append(raw_authority)  # the aauth peer signs the URL's netloc as written (Host:443)
-    sig_params = sfv.serialize_inner_list(items, params)
+    if sig_params is None:
+        sig_params = sfv.serialize_inner_list(items, params)
     before: list[str] = []
     after: list[str] = []
     seen_authority = False

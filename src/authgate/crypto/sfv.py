@@ -158,20 +158,7 @@ class _Parser:
             raise SFVError("unterminated byte sequence")
         seg = self.s[start:end]
         self.i = end + 1
-        if _B64.fullmatch(seg):
-            try:
-                raw = base64.b64decode(seg + "=" * (-len(seg) % 4), validate=True)
-            except binascii.Error as exc:
-                raise SFVError("bad base64") from exc
-            if not self.lenient or len(seg) % 4 == 0:
-                return raw
-            return Base64UrlBytes(raw)  # unpadded: RFC 8941 tolerates it, but we record it
-        if self.lenient and _B64URL.fullmatch(seg):
-            try:
-                return Base64UrlBytes(base64.urlsafe_b64decode(seg.rstrip("=") + "=" * (-len(seg.rstrip("=")) % 4)))
-            except binascii.Error as exc:
-                raise SFVError("bad base64url") from exc
-        raise SFVError("byte sequence is not base64")
+        return decode_byte_sequence(seg, self.lenient)
 
     def params(self) -> Params:
         out: Params = {}
@@ -245,6 +232,25 @@ class _Parser:
             if self.i >= self.n:
                 raise SFVError("trailing comma")
         return out
+
+
+def decode_byte_sequence(seg: str, lenient: bool = False) -> bytes:
+    """Decode the text between the colons of a Byte Sequence; :class:`Base64UrlBytes` for the lenient forms."""
+    if _B64.fullmatch(seg):
+        try:
+            raw = base64.b64decode(seg + "=" * (-len(seg) % 4), validate=True)
+        except binascii.Error as exc:
+            raise SFVError("bad base64") from exc
+        if not lenient or len(seg) % 4 == 0:
+            return raw
+        return Base64UrlBytes(raw)  # unpadded: RFC 8941 tolerates it, but we record it
+    if lenient and _B64URL.fullmatch(seg):
+        bare = seg.rstrip("=")
+        try:
+            return Base64UrlBytes(base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4)))
+        except binascii.Error as exc:
+            raise SFVError("bad base64url") from exc
+    raise SFVError("byte sequence is not base64")
 
 
 def parse_dictionary(field: str, *, lenient_bytes: bool = False) -> dict[str, Member]:
