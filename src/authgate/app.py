@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgate.aauth.abuse import AbuseGuard
 from authgate.aauth.directory import IdentityDirectory
+from authgate.agentauth import routes as agentauth_routes
 from authgate.approvals import ApprovalRequest, ApprovalService
 from authgate.approvals import links as approval_links
 from authgate.approvals import web as approvals_web
@@ -66,7 +67,8 @@ async def build_context(settings: Settings, clock: Clock | None = None, store: S
     identity = await IdentityDirectory.open(store, settings)
     return ServerContext(settings=settings, store=store, keys=keys, clock=clock, clients=resolver,
                          registration_limiter=limiter, approvals=approvals, identity=identity,
-                         aauth_guard=AbuseGuard(store, settings, clock), metrics=metrics)
+                         aauth_guard=AbuseGuard(store, settings, clock), metrics=metrics,
+                         fetcher=fetcher)
 
 
 def _discovery_routes(ctx: ServerContext) -> list[BaseRoute]:
@@ -139,6 +141,7 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         *dcr_endpoints.routes(ctx),
         *approvals_web.routes(ctx),
         *ops_http.routes(ctx),
+        *agentauth_routes(ctx),
     ]
 
     @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from authgate.aauth.abuse import AbuseGuard
     from authgate.aauth.directory import IdentityDirectory
     from authgate.approvals import ApprovalService
+    from authgate.net import Fetcher
     from authgate.oauth.clients import ClientResolver
 
 
@@ -36,6 +37,8 @@ class ServerContext:
     identity: IdentityDirectory
     aauth_guard: AbuseGuard
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("authgate"))
+    #: Replacement for the SSRF-guarded network fetcher (tests, the demo); Agent Auth fetches issuer keys with it.
+    fetcher: Fetcher | None = None
     #: This process's Prometheus metrics (``/metrics``).
     metrics: Metrics = field(default_factory=Metrics)
     #: Password attempts per username and address, shared by every sign-in form (sign-in page, consent page).

@@ -5,3 +5,23 @@ Modules: :mod:`wire` (names), :mod:`tokens` (the four JWTs), :mod:`keys` (our Ed
 :mod:`provider` (agent provider), :mod:`person` (person server), :mod:`consent` (risk-based consent),
 :mod:`resource` (protecting an API). The Rosenberg/White grant is a different protocol: :mod:`authgate.aauth`.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from authgate.context import ServerContext
+
+
+def routes(ctx: ServerContext) -> list[BaseRoute]:
+    """The agent provider and person server routes on our issuer (empty unless ``agentauth_enabled``)."""
+    if not ctx.settings.agentauth_enabled:
+        return []
+    from authgate.agentauth import person, provider
+    from authgate.agentauth.server import AgentAuthServer
+
+    srv = AgentAuthServer(ctx)
+    return [*provider.routes(srv), *person.routes(srv)]
