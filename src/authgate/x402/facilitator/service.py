@@ -258,11 +258,7 @@ class Facilitator:
                 return await self._await_receipt(current.id, network, payer, current.tx_hash, None,
                                                  max(0.0, remaining))
             if current.lease_until < self._now():
-                verified = await self._verify(payload, requirements, simulate=False)
-                if isinstance(verified, VerifyResponse):
-                    return _failed(network, payer, verified.invalid_reason or e.UNEXPECTED_SETTLE_ERROR,
-                                   verified.invalid_message)
-                result = await self._reconcile_stale(current, verified)
+                result = await self._reconcile_stale(current, payload, requirements, evm)
                 if result is not None:
                     return result
             elif remaining <= 0:
@@ -272,20 +268,30 @@ class Facilitator:
             current = await self.store.payments.get(row.id)
         return _failed(network, payer, e.UNEXPECTED_SETTLE_ERROR, "payment record vanished")
 
-    async def _reconcile_stale(self, row: ledger.PaymentRow, verified: Verified) -> SettleResponse | None:
-        """A ``pending`` row whose owner's lease ran out: ask the chain what happened; None = look again."""
+    async def _reconcile_stale(self, row: ledger.PaymentRow, payload: PaymentPayload,
+                               requirements: PaymentRequirements, evm: ExactEvmPayload) -> SettleResponse | None:
+        """A ``pending`` row whose owner's lease ran out: ask the chain what happened; None = look again.
+
+        The lookup needs no signature (the row's digest already matched); only a resubmission does, so the
+        caller's payload is verified again just before taking the attempt over.
+        """
         chain = self.chains[row.network]
-        transfer = verified.transfer
-        tx_hash = await chain.find_authorization_tx(transfer.token, transfer.from_, transfer.nonce)
+        auth = evm.authorization
+        tx_hash = await chain.find_authorization_tx(requirements.asset, auth.from_address, auth.nonce)
         if tx_hash:
-            return await self._await_receipt(row.id, row.network, verified.payer, tx_hash, verified,
-                                             self.settle_timeout)
-        if await chain.authorization_used(transfer.token, transfer.from_, transfer.nonce):
+            receipt_wait = await self._await_receipt(row.id, row.network, auth.from_address, tx_hash, None,
+                                                     self.settle_timeout)
+            return receipt_wait
+        if await chain.authorization_used(requirements.asset, auth.from_address, auth.nonce):
             await self.store.payments.mark_failed(row.id, e.NONCE_ALREADY_USED, "authorization canceled", None)
             return None
-        if transfer.valid_before <= self._now():
+        if auth.valid_before <= self._now():
             await self.store.payments.mark_failed(row.id, e.VALID_BEFORE, "expired before it was settled", None)
             return None
+        verified = await self._verify(payload, requirements, simulate=False)
+        if isinstance(verified, VerifyResponse):
+            return _failed(row.network, auth.from_address, verified.invalid_reason or e.UNEXPECTED_SETTLE_ERROR,
+                           verified.invalid_message)
         owner = secrets.token_hex(8)
         if not await self.store.payments.take_over(row.id, row.owner, owner, self._now() + self.lease_seconds):
             return None  # someone else reconciled first
