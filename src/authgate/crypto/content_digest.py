@@ -26,7 +26,7 @@ def content_digest(body: bytes, alg: str = "sha-256") -> str:
 
 
 def verify_content_digest(header: str, body: bytes) -> str:
-    """Check ``header`` against ``body``; returns the strongest algorithm that matched, raises DigestError."""
+    """Check ``header`` against ``body``; returns the (last) algorithm that matched, raises DigestError."""
     try:
         members = sfv.parse_dictionary(header)
     except sfv.SFVError as exc:
