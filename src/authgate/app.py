@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgate.aauth.abuse import AbuseGuard
@@ -143,6 +143,13 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         *ops_http.routes(ctx),
         *agentauth_routes(ctx),
     ]
+    # x402 facilitator under /x402/ (authgate.x402.facilitator); its chain is built on first use.
+    facilitator = None
+    if ctx.settings.x402_facilitator:
+        from authgate.x402.facilitator.mount import LazyFacilitator
+
+        facilitator = LazyFacilitator(ctx.settings, ctx.store, ctx.clock)
+        routes.append(Mount("/x402", app=facilitator))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -160,6 +167,8 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
             drain = getattr(ctx.approvals.notifier, "drain", None)
             if drain is not None:
                 await drain(10.0)
+            if facilitator is not None:
+                await facilitator.aclose()
             if close_store:
                 await ctx.store.close()
 

@@ -476,6 +476,65 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_facilitator(args: argparse.Namespace) -> int:
+    """Run the x402 facilitator alone, at its root (``/verify``, ``/settle``, ``/supported``)."""
+    import contextlib
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from authgate.x402.facilitator.mount import LazyFacilitator
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> None:
+        store = await _with_store(settings)
+        facilitator = LazyFacilitator(settings, store)
+        ready = await facilitator.get()  # build the chain now: a bad chain setting fails here, not per request
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Any) -> Any:
+            try:
+                yield
+            finally:
+                await facilitator.aclose()
+                await store.close()
+
+        app = Starlette(routes=[Mount("/", app=facilitator)], lifespan=lifespan)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                                proxy_headers=False, server_header=False, access_log=False, log_config=None)
+        kinds = ", ".join(k.network for k in ready.supported().kinds)
+        auth = "bearer token required" if settings.x402_facilitator_token else "no authentication: keep it on loopback"
+        print(f"authgate facilitator on http://{settings.host}:{settings.port} ({kinds}; {auth}; "
+              f"database: {_safe_db(settings)})", flush=True)
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_payments(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run() -> int:
+        store = await _with_store(settings)
+        try:
+            rows = await store.payments.list(status=args.status, payer=args.payer, limit=args.limit)
+            if args.json:
+                print(json.dumps([r.public() for r in rows], indent=2))
+            else:
+                for r in rows:
+                    print(f"{r.created_at}\t{r.status}\t{r.network}\t{r.payer}\t{r.payee}\t{r.amount}\t"
+                          f"{r.tx_hash or '-'}\t{r.resource_url or '-'}")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from authgate.demo.run import main as demo_main
 
@@ -591,6 +650,20 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(p)
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("facilitator", help="run the x402 facilitator alone (/verify, /settle, /supported)")
+    _server_args(p)
+    p.set_defaults(func=cmd_facilitator)
+
+    p = sub.add_parser("payments", help="x402 payments settled by the facilitator")
+    payments = p.add_subparsers(dest="action", required=True)
+    plist = payments.add_parser("list", help="latest payments first")
+    _server_args(plist)
+    plist.add_argument("--status", choices=["pending", "submitted", "settled", "failed"])
+    plist.add_argument("--payer", help="payer address (any case)")
+    plist.add_argument("--limit", type=int, default=100)
+    plist.add_argument("--json", action="store_true", help="one JSON array instead of tab-separated lines")
+    p.set_defaults(func=cmd_payments)
 
     p = sub.add_parser("devchain", help="serve the embedded x402 chain (TestUSDC) as a local JSON-RPC node")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -187,6 +187,17 @@ class Settings:
     x402_gas_limit: int = 500_000
     x402_receipt_timeout: int = 120
 
+    # -- x402 facilitator (authgate.x402.facilitator) ---------------------------------------------------------
+    #: Mount the facilitator in ``authgate serve`` under ``/x402/`` (``/x402/verify``, ``/x402/settle``,
+    #: ``/x402/supported``). The chain is built on the first facilitator request, not at start-up.
+    x402_facilitator: bool = True
+    #: Optional static bearer token the facilitator requires (constant-time comparison; never logged). Without
+    #: one, keep the facilitator on loopback (the default bind) or behind a proxy that authenticates callers.
+    x402_facilitator_token: str = field(default="", repr=False)
+    #: Seconds one ``/settle`` call waits for the receipt, or for an earlier attempt at the same authorization,
+    #: before answering ``settlement_pending``; keep it below the callers' HTTP timeout (Python SDK: 90 s).
+    x402_settle_timeout: int = 60
+
     @property
     def issuer_url(self) -> str:
         if self.issuer:
@@ -227,6 +238,7 @@ class Settings:
         _validate_aauth_grant(self)
         _validate_agentauth(self)
         _validate_x402_chain(self)
+        _validate_x402_facilitator(self)
         return self
 
 
@@ -328,6 +340,15 @@ def _validate_agentauth(s: Settings) -> None:
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _CAIP2_EIP155 = re.compile(r"^eip155:[1-9][0-9]{0,19}$")
 _HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def _validate_x402_facilitator(s: Settings) -> None:
+    """The x402 facilitator block of :meth:`Settings.validate`."""
+    token = s.x402_facilitator_token
+    if token and (len(token) < 16 or len(token) > 512 or not all("!" <= c <= "~" for c in token)):
+        raise ConfigError("x402_facilitator_token must be 16 to 512 printable ASCII characters without spaces")
+    if not 1 <= s.x402_settle_timeout <= 3600:
+        raise ConfigError("x402_settle_timeout must be between 1 and 3600 seconds")
 
 
 def _validate_x402_chain(s: Settings) -> None:
