@@ -31,6 +31,28 @@ def test_import_without_server_dependencies() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_agentauth_sdk_needs_only_httpx_and_cryptography() -> None:
+    """``authgate.agent.agentauth`` (Agent Auth) adds ``cryptography`` and the standalone RFC 9421 signer
+    (``authgate.crypto.httpsig`` and its helpers: standard library + ``cryptography``), nothing of the server."""
+    allowed = {"authgate.crypto", "authgate.crypto.httpsig", "authgate.crypto.sfv", "authgate.crypto.jwk",
+               "authgate.crypto.content_digest", "authgate.crypto.signature_key"}
+    poisoned = [m for m in SERVER_ONLY if m != "cryptography"]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        for name in {poisoned!r}:
+            sys.modules[name] = None
+        from authgate.agent.agentauth import AgentAuth, AgentKey
+        AgentKey.generate()
+        extra = [m for m in sys.modules if m.startswith("authgate.") and not m.startswith("authgate.agent")
+                 and m not in {sorted(allowed)!r}]
+        assert not extra, sorted(extra)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 def test_public_api_is_pinned() -> None:
     assert sorted(authgate.agent.__all__) == [
         "AgentAuthError",

@@ -216,7 +216,8 @@ class PersonServer:
         if record.consumed_at is not None:
             raise Problem(410, "invalid_code", "the result was already collected")
         approval_id = record.payload["approval"]
-        wait = prefer_wait(request, srv.settings.agentauth_max_wait)
+        # An interaction code must reach the agent before anyone can decide: never hold that first answer.
+        wait = 0 if code is not None else prefer_wait(request, srv.settings.agentauth_max_wait)
         current = await (srv.ctx.approvals.wait(approval_id, wait, poll_interval=0.2) if wait
                          else srv.ctx.approvals.get(approval_id))
         if current is None:

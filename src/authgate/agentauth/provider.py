@@ -123,6 +123,8 @@ def _verify_proof(proof: Any, jwk: dict[str, Any], agent_id: str, old_jkt: str, 
 def routes(srv: AgentAuthServer) -> list[BaseRoute]:
     async def metadata(_: Request) -> Response:
         doc = {"issuer": srv.issuer, "jwks_uri": srv.issuer + wire.PATH_AP_JWKS, "name": "authgate agent provider",
+               # authgate profile: refresh (optionally with a new key), signed by the current key
+               "agent_token_endpoint": srv.issuer + wire.PATH_AGENT_TOKEN,
                "accept_signature_algs": list(wire.ACCEPTED_ALGS), "draft": srv.settings.agentauth_draft}
         return json_response(doc, no_store=False, headers={"Cache-Control": "public, max-age=300"})
 
