@@ -535,6 +535,12 @@ def cmd_payments(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    from authgate.agentauth import cli as agents_cli
+
+    return asyncio.run(agents_cli.run(args, _settings(args)))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from authgate.demo.run import main as demo_main
 
@@ -628,6 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds to keep publishing old keys (at least the access-token lifetime + 60 s)")
     _server_args(keys.add_parser("list"))
     p.set_defaults(func=cmd_keys)
+
+    from authgate.agentauth.cli import add_parser as add_agents_parser
+
+    add_agents_parser(sub, _server_args).set_defaults(func=cmd_agents)
 
     p = sub.add_parser("clients", help="registered clients")
     _server_args(p)
