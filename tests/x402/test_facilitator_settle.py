@@ -115,6 +115,7 @@ class _Flaky:
         self.inner = inner
         self.lose_receipts = 0
         self.fail_after_submit = False
+        self.unreachable = 0
         self.network = inner.network
         self.facilitator_address = inner.facilitator_address
 
@@ -128,10 +129,13 @@ class _Flaky:
         return await self.inner.wait_receipt(tx_hash, timeout, expect)
 
     async def submit_transfer(self, auth: TransferAuthorization) -> str:
+        if self.unreachable:
+            self.unreachable -= 1
+            raise ChainUnavailable("node unreachable")  # before signing: nothing was sent
         tx = await self.inner.submit_transfer(auth)
         if self.fail_after_submit:
             self.fail_after_submit = False
-            raise ChainUnavailable("connection reset after the node accepted the transaction")
+            raise ChainUnavailable("connection reset after the node accepted the transaction", tx_hash=tx)
         return tx
 
 
@@ -162,16 +166,34 @@ async def test_unknown_submission_outcome_is_reconciled_not_resubmitted(
     p = pay(payer[0], req)
     flaky.fail_after_submit = True
     first = await facilitator.settle(p, req)
-    assert (first.success, first.error_reason, first.transaction) == (False, e.SETTLEMENT_PENDING, "")
+    assert (first.success, first.error_reason) == (False, e.SETTLEMENT_PENDING)
+    assert first.transaction.startswith("0x")
+    assert [row.status for row in await store.payments.list()] == ["pending"]
     count = await _tx_count(chain)
     # within the lease another settle waits and answers pending: it does not resubmit
     waiting = await facilitator.settle(p, req)
     assert (waiting.success, waiting.error_reason) == (False, e.SETTLEMENT_PENDING)
     clock.advance(120)  # the owner's lease runs out: the next settle reconciles from the chain
     later = await facilitator.settle(p, req)
-    assert later.success and later.transaction.startswith("0x")
+    assert (later.success, later.transaction) == (True, first.transaction)
     assert await _tx_count(chain) == count
     assert await chain.balance_of(TOKEN, payer[1]) == 1_000_000 - 10_000
+
+
+async def test_node_unreachable_before_sending_lets_the_retry_go_at_once(
+        chain: EmbeddedChain, store: Store, payer: tuple[str, str]) -> None:
+    flaky = _Flaky(chain)
+    facilitator = Facilitator({localchain.NETWORK: flaky}, store, settle_timeout=5)  # type: ignore[dict-item]
+    req = requirements()
+    p = pay(payer[0], req)
+    flaky.unreachable = 1
+    count = await _tx_count(chain)
+    first = await facilitator.settle(p, req)
+    assert (first.success, first.error_reason, first.transaction) == (False, e.SETTLEMENT_PENDING, "")
+    assert await _tx_count(chain) == count
+    second = await facilitator.settle(p, req)  # no lease to wait out: nothing was sent
+    assert second.success
+    assert await _tx_count(chain) == count + 1
 
 
 async def test_crash_after_reserve_before_submit_is_taken_over(

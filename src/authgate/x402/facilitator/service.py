@@ -6,7 +6,8 @@ Settlement is exactly-once per EIP-3009 authorization ``(network, asset, payer, 
    its outcome, bounded by ``settle_timeout``) and gets the same answer, the same transaction hash.
 2. Otherwise it is verified (no simulation, like the SDK's settle), then **reserved** in the database (unique
    constraint) before anything is sent to the chain. Losing the race means joining the winner.
-3. The owner simulates (so a doomed transaction costs no gas), submits, records the hash, waits for the receipt.
+3. The owner submits (the chain simulates first, so a doomed transaction costs no gas), records the hash and
+   waits for the receipt.
 4. An attempt whose outcome is unknown (the node could not be reached, the owner died before recording a hash,
    the receipt did not come in time) is **reconciled from the chain**: the transaction that used the nonce is
    looked up (``find_authorization_tx``) and its receipt decides; if none exists, the nonce is unused and the
@@ -169,36 +170,29 @@ class Facilitator:
         return await self._submit(payment_id, owner, network, verified)
 
     async def _submit(self, payment_id: str, owner: str, network: str, verified: Verified) -> SettleResponse:
-        """The owner's path: simulate, submit, record the hash, wait for the receipt."""
+        """The owner's path: submit (the chain simulates first, so a doomed transfer costs no gas), record the
+        hash, wait for the receipt."""
         chain = self.chains[network]
         transfer, payer = verified.transfer, verified.payer
         try:
-            revert = await chain.simulate_transfer(transfer)
-        except ChainUnavailable:
-            await self.store.payments.expire_lease(payment_id, owner)  # nothing sent: the next attempt may go
-            raise
-        if revert is not None:
-            reason = map_revert(revert)
-            if reason == e.NONCE_ALREADY_USED:
-                return await self._reconcile_used(payment_id, network, verified)
-            reason = reason or await diagnose(chain, transfer, verified.name, verified.version)
-            if reason == e.NONCE_ALREADY_USED:
-                return await self._reconcile_used(payment_id, network, verified)
-            await self.store.payments.mark_failed(payment_id, reason, f"simulation reverted: {revert[:200]}", None)
-            return _failed(network, payer, reason, f"simulation reverted: {revert[:200]}")
-        try:
             tx_hash = await chain.submit_transfer(transfer)
         except ChainError as exc:
-            reason = map_revert(exc.revert_text)
+            text = exc.revert_text[:200]
+            reason = map_revert(exc.revert_text) or await diagnose(chain, transfer, verified.name, verified.version)
             if reason == e.NONCE_ALREADY_USED:
                 return await self._reconcile_used(payment_id, network, verified)
-            reason = reason or e.TRANSACTION_FAILED
-            await self.store.payments.mark_failed(payment_id, reason, exc.revert_text[:200] or None, None)
-            return _failed(network, payer, reason, exc.revert_text[:200] or None)
-        except ChainUnavailable:
-            # Unknown whether it was broadcast: keep the lease; reconciliation from the chain decides later.
-            log.warning("x402 settle: submission outcome unknown for payment %s", payment_id)
-            return _failed(network, payer, e.SETTLEMENT_PENDING, "submission outcome unknown; retry to reconcile")
+            if reason == e.SIMULATION_FAILED:
+                reason = e.TRANSACTION_FAILED
+            await self.store.payments.mark_failed(payment_id, reason, text or None, None)
+            return _failed(network, payer, reason, text or None)
+        except ChainUnavailable as exc:
+            if exc.tx_hash is None:  # nothing was signed, so nothing was sent: the next attempt may go at once
+                await self.store.payments.expire_lease(payment_id, owner)
+                raise
+            # Unknown whether it reached the node: keep the lease; reconciliation from the chain decides later.
+            log.warning("x402 settle: submission outcome unknown for payment %s (%s)", payment_id, exc.tx_hash)
+            return _failed(network, payer, e.SETTLEMENT_PENDING, "submission outcome unknown; retry to reconcile",
+                           exc.tx_hash)
         await self.store.payments.mark_submitted(payment_id, owner, tx_hash)
         return await self._await_receipt(payment_id, network, payer, tx_hash, verified, self.settle_timeout)
 
