@@ -37,4 +37,13 @@ async def test_demo_succeeds_and_reports_each_step(tmp_path: object) -> None:
     from authgate.x402 import localchain
 
     assert localchain.label_key("demo-agent-wallet")[2:] not in text  # the agent's key is never shown
+    agentauth = text[text.index("[6] Agent Auth"):]
+    assert "agent enrolled with the agent provider by its owner sam: aauth:journal-bot@127.0.0.1:" in agentauth
+    assert "→ 401  [AAuth-Requirement: requirement=person-token]" in agentauth
+    assert "→ 401  [AAuth-Requirement: requirement=auth-token; resource-token=…]" in agentauth
+    assert "AUTO-DECIDED BY THE DEMO in sam's place: approved" in agentauth
+    assert "with an aa-auth+jwt for scope 'journal:read', bound to the agent's key" in agentauth
+    assert "came from remembered consent: nobody was asked" in agentauth
+    assert "journal:write is high-risk, so sam was asked again" in agentauth
+    assert "sent again → 401 [Signature-Error: error=invalid_signature]: replay refused" in agentauth
     assert text.rstrip().endswith("demo succeeded")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import sys
 import tempfile
 import time
@@ -24,6 +25,8 @@ import httpx
 from authgate.app import build_context, create_app
 from authgate.config import Settings
 from authgate.context import ServerContext
+from authgate.demo.agentauth import RISK as AGENTAUTH_RISK
+from authgate.demo.agentauth import scenario_agent_auth
 from authgate.demo.servers import free_port, serve
 
 
@@ -455,7 +458,7 @@ async def scenario_x402_paying_agent(demo: Demo) -> None:
 
 Scenario = Callable[[Demo], Awaitable[None]]
 SCENARIOS: list[Scenario] = [scenario_sdk_client_credentials, scenario_mcp_sdk, scenario_ciba_approval,
-                             scenario_aauth_phone_agent, scenario_x402_paying_agent]
+                             scenario_aauth_phone_agent, scenario_x402_paying_agent, scenario_agent_auth]
 
 
 async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = None) -> bool:
@@ -473,6 +476,10 @@ async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = N
             port=as_port, issuer=issuer, data_dir=data_dir, auto_approve=True,
             scopes=("notes:read", "notes:write", "orders:read", "orders:write", "offline_access"),
             default_scopes=("notes:read",), resources=(api_url, mcp_url, orders_url),
+            # Agent Auth (scenario 6): loopback identifiers, an admin key for enrolment, the journal's risk table.
+            agentauth_enabled=True, agentauth_allow_http_loopback=True, allow_loopback_fetch=True,
+            agentauth_admin_key=secrets.token_urlsafe(32), agentauth_scope_risk=dict(AGENTAUTH_RISK),
+            agentauth_poll_interval=0,
         ).validate()
         report = Report(out)
         out("authgate demo — agents get access with no human in the loop (development mode: auto-approve)")
