@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgate import openapi
 from authgate.aauth.abuse import AbuseGuard
 from authgate.aauth.directory import IdentityDirectory
 from authgate.agentauth import routes as agentauth_routes
@@ -82,11 +83,16 @@ def _discovery_routes(ctx: ServerContext) -> list[BaseRoute]:
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def openapi_json(_: Request) -> Response:
+        return json_response(openapi.document(ctx.settings), no_store=False,
+                             headers={"Cache-Control": "public, max-age=300"})
+
     return [
         Route("/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
         Route("/.well-known/openid-configuration", metadata, methods=["GET"]),
         Route("/jwks.json", jwks, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
 
 

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
-_DESCRIPTION_OK = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")
+#: RFC 6749 §5.2 error_description characters. Used with ``fullmatch``: ``$`` would let a trailing newline in.
+_DESCRIPTION_OK = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
 
 class OAuthError(Exception):
@@ -30,7 +31,7 @@ class OAuthError(Exception):
         headers: Mapping[str, str] | None = None,
         status_code: int | None = None,
     ) -> None:
-        if not _DESCRIPTION_OK.match(description):
+        if not _DESCRIPTION_OK.fullmatch(description):
             raise ValueError("error_description must be printable ASCII without quote or backslash")
         super().__init__(description or self.error)
         self.description = description
@@ -183,4 +184,4 @@ def bearer_challenge(params: Mapping[str, str]) -> str:
 
 def printable(value: str, limit: int = 100) -> str:
     """Make untrusted text safe to quote inside an ``error_description``."""
-    return "".join(ch for ch in value[:limit] if _DESCRIPTION_OK.match(ch))
+    return "".join(ch for ch in value[:limit] if _DESCRIPTION_OK.fullmatch(ch))

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from authgate.errors import NO_STORE, InvalidRequest, OAuthError, RequestTooLarge
+from authgate.errors import NO_STORE, InvalidRequest, OAuthError, RequestTooLarge, printable
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_JSON_BYTES = 64 * 1024
@@ -51,7 +51,7 @@ def parse_unique(pairs: list[tuple[str, str]], where: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in pairs:
         if key in out:
-            raise InvalidRequest(f"parameter {key} is repeated")
+            raise InvalidRequest(f"parameter {printable(key, 64)} is repeated")
         out[key] = value
     return out
 

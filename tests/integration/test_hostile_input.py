@@ -215,3 +215,23 @@ async def test_debug_logging_never_shows_the_signing_key_or_tokens(dev: Any, ctx
     private = next(row.private_jwk for row in await ctx.store.list_signing_keys() if row.kid == new_key)
     assert private["d"] not in text
     assert tokens["access_token"] not in text and tokens["refresh_token"] not in text
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect", "/bc-authorize", "/authorize", "/signin"])
+async def test_repeated_non_ascii_parameter_is_a_400_not_a_500(client: httpx.AsyncClient, path: str) -> None:
+    """Found by schemathesis: the "parameter … is repeated" message quoted the raw (non-ASCII) name."""
+    body = "%C3%A9%22x=1&%C3%A9%22x=2".encode()
+    response = await client.post(path, content=body,
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400
+    if response.headers["content-type"].startswith("application/json"):
+        assert response.json()["error"] == "invalid_request"
+        assert "is repeated" in response.json()["error_description"]
+
+
+async def test_newline_in_a_repeated_parameter_name_is_a_400(client: httpx.AsyncClient) -> None:
+    """Found by schemathesis: ``printable`` let a newline through (``$`` matches before a final newline)."""
+    response = await client.post("/revoke", content=b"%0A=1&%0A=2",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400
+    assert "\n" not in response.json()["error_description"]
