@@ -220,7 +220,7 @@ async def test_debug_logging_never_shows_the_signing_key_or_tokens(dev: Any, ctx
 @pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect", "/bc-authorize", "/authorize", "/signin"])
 async def test_repeated_non_ascii_parameter_is_a_400_not_a_500(client: httpx.AsyncClient, path: str) -> None:
     """Found by schemathesis: the "parameter … is repeated" message quoted the raw (non-ASCII) name."""
-    body = "%C3%A9%22x=1&%C3%A9%22x=2".encode()
+    body = b"%C3%A9%22x=1&%C3%A9%22x=2"
     response = await client.post(path, content=body,
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 400
