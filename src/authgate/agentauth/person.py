@@ -69,6 +69,24 @@ def _resource_code(code: str) -> str:
             "revoked_jwt": wire.E_REVOKED_RESOURCE_TOKEN}.get(code, wire.E_INVALID_RESOURCE_TOKEN)
 
 
+def check_binding(rt: dict[str, Any], presented_typ: str | None, presented: dict[str, Any] | None, *,
+                  signer_jkt: str, ps: str) -> None:
+    """-11 §3.5 step 5 / §14.1, on verified tokens: the resource token names the signer's key and this PS; the
+    presented token is the one the resource token was minted for (``jti`` = ``presented_jti``, same ``sub``, same
+    ``ps``; person token: ``iss``; auth token: ``ps``) and carries the same ``mission_s256``/``tenant``.
+    Raises :class:`Problem` ``400 invalid_resource_token``."""
+    if rt.get("agent_jkt") != signer_jkt:
+        raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token names another agent key")
+    if rt.get("ps") != ps:
+        raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token names another person server")
+    if presented is None:
+        return
+    vouched = presented.get("iss") if presented_typ == wire.TYP_PERSON else presented.get("ps")
+    if presented.get("jti") != rt.get("presented_jti") or presented.get("sub") != rt.get("sub") or vouched != ps \
+            or any(presented.get(n) != rt.get(n) for n in ("mission_s256", "tenant")):
+        raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token does not match the presented token")
+
+
 async def _own_agent(srv: AgentAuthServer, caller: Caller) -> AgentRecord:
     if caller.claims["iss"] != srv.issuer:
         raise Problem(403, wire.E_USER_UNREACHABLE, "this person server has no person for agents of that provider")
@@ -117,10 +135,7 @@ class PersonServer:
                                     expected_aud=srv.issuer, allow_http_loopback=srv.allow_http)
         except TokenProblem as exc:
             raise Problem(400, _resource_code(exc.code), "the resource token was refused", debug=exc.debug) from exc
-        if rt.claims["agent_jkt"] != caller.jkt:
-            raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token names another agent key")
-        if rt.claims["ps"] != srv.issuer:
-            raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token names another person server")
+        check_binding(rt.claims, None, None, signer_jkt=caller.jkt, ps=srv.issuer)
         try:
             presented = await verify_token(presented_raw, types=(wire.TYP_PERSON, wire.TYP_AUTH), resolve=srv.resolve,
                                            now=now, expected_iss=srv.issuer, expected_aud=rt.claims["iss"],
@@ -129,10 +144,8 @@ class PersonServer:
         except TokenProblem as exc:
             raise Problem(400, _presented_code(exc.code), "the presented token was refused",
                           debug=exc.debug) from exc
+        check_binding(rt.claims, presented.typ, presented.claims, signer_jkt=caller.jkt, ps=srv.issuer)
         p = presented.claims
-        if p["jti"] != rt.claims["presented_jti"] or p["sub"] != rt.claims["sub"] \
-                or p.get("ps", p["iss"]) != rt.claims["ps"]:
-            raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token does not match the presented token")
         if p["sub"] != await srv.pairwise_sub(agent.owner, rt.claims["iss"]):
             raise Problem(400, wire.E_INVALID_PRESENTED_TOKEN, "the presented token is for another person")
         return rt, presented
@@ -224,10 +237,10 @@ class PersonServer:
             raise Problem(404, wire.E_INVALID_REQUEST, "no such pending request")
         if current.status == "pending":
             if code is not None:
-                requirement = (f'requirement={wire.REQ_INTERACTION}; url="{srv.issuer}{wire.PATH_INTERACTION}"; '
-                               f'code="{code}"')
+                requirement = wire.requirement_header(wire.REQ_INTERACTION, url=srv.issuer + wire.PATH_INTERACTION,
+                                                      code=code)
             else:
-                requirement = f"requirement={wire.REQ_APPROVAL}"
+                requirement = wire.requirement_header(wire.REQ_APPROVAL)
             headers = {"Location": location, "Retry-After": str(srv.settings.agentauth_poll_interval),
                        wire.H_REQUIREMENT: requirement}
             return json_response({"status": "pending"}, 202, headers=headers)

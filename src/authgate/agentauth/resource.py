@@ -159,7 +159,7 @@ class AgentAuthResource:
         names = {k.lower() for k, _ in headers}
         if not names & {"signature", "signature-input", "signature-key"}:
             raise Problem(401, wire.REQ_AGENT_TOKEN, "a signed request with an agent token is required",
-                          headers={wire.H_REQUIREMENT: f"requirement={wire.REQ_AGENT_TOKEN}"})
+                          headers={wire.H_REQUIREMENT: wire.requirement_header(wire.REQ_AGENT_TOKEN)})
         host, raw_path, query = scope_target(scope)
         caller = await verify_signed(
             method=method, authority=host, path=raw_path, query=query, headers=headers, body=body,
@@ -171,7 +171,7 @@ class AgentAuthResource:
             return caller
         if caller.typ == wire.TYP_AGENT:
             raise Problem(401, wire.REQ_PERSON_TOKEN, "a person token is required",
-                          headers={wire.H_REQUIREMENT: f"requirement={wire.REQ_PERSON_TOKEN}"})
+                          headers={wire.H_REQUIREMENT: wire.requirement_header(wire.REQ_PERSON_TOKEN)})
         if rule.need == "person":
             return caller
         have = scopes_of(caller.claims) if caller.typ == wire.TYP_AUTH else frozenset()
@@ -179,7 +179,7 @@ class AgentAuthResource:
             return caller
         token = self.resource_token(caller, rule.scopes)
         raise Problem(401, wire.E_INSUFFICIENT_SCOPE, "an auth token with more scope is required",
-                      headers={wire.H_REQUIREMENT: f'requirement={wire.REQ_AUTH_TOKEN}; resource-token="{token}"'})
+                      headers={wire.H_REQUIREMENT: wire.requirement_header(wire.REQ_AUTH_TOKEN, resource_token=token)})
 
     def resource_token(self, caller: Caller, scopes: Sequence[str]) -> str:
         """An ``aa-resource+jwt`` for the missing-scope challenge (-11 §7): ``aud`` = the person server that

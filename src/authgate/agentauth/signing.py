@@ -95,10 +95,16 @@ def scope_target(scope: MutableMapping[str, Any]) -> tuple[str, str, str | None]
     return host, raw_path.decode("latin-1"), query.decode("latin-1") if query else None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_json_object(body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object, or None (not UTF-8 JSON, or not an object)."""
     try:
-        value = json.loads(body.decode("utf-8"))
+        # UTF-8 JSON only; NaN/Infinity and lone surrogates are refused here (they could not be stored or echoed).
+        value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (UnicodeError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

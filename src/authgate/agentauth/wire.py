@@ -96,3 +96,15 @@ PATH_PERSON_TOKEN = "/agentauth/person-token"
 PATH_AUTH_TOKEN = "/agentauth/auth-token"
 PATH_PENDING = "/agentauth/pending"
 PATH_INTERACTION = "/agentauth/interaction"
+
+
+def requirement_header(requirement: str, **params: str) -> str:
+    """An ``AAuth-Requirement`` value (SF Dictionary): ``requirement=<token>`` then String parameters in the order
+    given, ``_`` in a name written ``-`` (``resource_token`` → ``resource-token``). Values are our own tokens,
+    URLs and codes: never anything with a quote or backslash."""
+    out = f"requirement={requirement}"
+    for name, value in params.items():
+        if '"' in value or "\\" in value or not value.isprintable():
+            raise ValueError("parameter value not representable as an SF String")
+        out += f'; {name.replace("_", "-")}="{value}"'
+    return out
