@@ -226,6 +226,23 @@ async def test_crash_after_submit_before_recording_uses_the_chain_transaction(
     assert [row.status for row in await store.payments.list()] == ["settled"]
 
 
+async def test_dropped_transaction_is_failed_once_the_authorization_expired(
+        chain: EmbeddedChain, store: Store, clock: FrozenClock, payer: tuple[str, str]) -> None:
+    facilitator = Facilitator({localchain.NETWORK: chain}, store, settle_timeout=0.5, poll_interval=0.01)
+    req = requirements()
+    p = pay(payer[0], req)
+    await _reserve_as_dead_owner(store, p, req, clock)
+    [row] = await store.payments.list()
+    assert await store.payments.mark_submitted(row.id, "deadbeef", "0x" + "12" * 32)  # never mined
+    pending = await facilitator.settle(p, req)
+    assert (pending.success, pending.error_reason) == (False, e.SETTLEMENT_PENDING)
+    clock.advance(60 + 300)
+    result = await facilitator.settle(p, req)
+    assert (result.success, result.error_reason) == (False, e.VALID_BEFORE)
+    assert [r.status for r in await store.payments.list()] == ["failed"]
+    assert await chain.balance_of(TOKEN, payer[1]) == 1_000_000
+
+
 async def _reserve_as_dead_owner(store: Store, p: PaymentPayload, req: PaymentRequirements,
                                  clock: FrozenClock) -> None:
     evm = ExactEvmPayload.from_dict(p.payload)

@@ -53,6 +53,9 @@ log = logging.getLogger("authgate.x402.facilitator")
 #: How long a reservation's owner may take from reserving to recording a transaction hash before another
 #: process may reconcile the attempt (simulation + submission take well under a second on a healthy node).
 LEASE_SECONDS = 60
+#: A transaction still in a node's mempool may be mined a little after our clock passed ``validBefore`` (block
+#: times lag); only this long after expiry is a recorded but unmined transaction declared failed.
+EXPIRY_GRACE = 120
 
 
 class Facilitator:
@@ -249,8 +252,11 @@ class Facilitator:
                 return _failed(network, payer, current.error_reason or e.TRANSACTION_FAILED, current.error_message,
                                current.tx_hash or "")
             if current.status == ledger.SUBMITTED and current.tx_hash:
-                return await self._await_receipt(current.id, network, payer, current.tx_hash, None,
-                                                 max(0.0, remaining))
+                answer = await self._await_receipt(current.id, network, payer, current.tx_hash, None,
+                                                   max(0.0, remaining))
+                if answer.error_reason == e.SETTLEMENT_PENDING:
+                    return await self._reconcile_submitted(current, requirements, evm) or answer
+                return answer
             if current.lease_until < self._now():
                 result = await self._reconcile_stale(current, payload, requirements, evm)
                 if result is not None:
@@ -261,6 +267,22 @@ class Facilitator:
                 await asyncio.sleep(min(self.poll_interval, remaining))
             current = await self.store.payments.get(row.id)
         return _failed(network, payer, e.UNEXPECTED_SETTLE_ERROR, "payment record vanished")
+
+    async def _reconcile_submitted(self, row: ledger.PaymentRow, requirements: PaymentRequirements,
+                                   evm: ExactEvmPayload) -> SettleResponse | None:
+        """A recorded transaction without a receipt: if another transaction used the nonce, its receipt
+        decides; if none did and the authorization has expired, nothing can move any more: failed."""
+        chain = self.chains[row.network]
+        auth = evm.authorization
+        tx_hash = await chain.find_authorization_tx(requirements.asset, auth.from_address, auth.nonce)
+        if tx_hash and tx_hash != row.tx_hash:
+            return await self._await_receipt(row.id, row.network, auth.from_address, tx_hash, None, 0.0)
+        if not tx_hash and auth.valid_before + EXPIRY_GRACE <= self._now() and not await chain.authorization_used(
+                requirements.asset, auth.from_address, auth.nonce):
+            await self.store.payments.mark_failed(row.id, e.VALID_BEFORE, "expired before the transaction was mined",
+                                                  row.tx_hash)
+            return _failed(row.network, auth.from_address, e.VALID_BEFORE, "expired before it was mined", "")
+        return None
 
     async def _reconcile_stale(self, row: ledger.PaymentRow, payload: PaymentPayload,
                                requirements: PaymentRequirements, evm: ExactEvmPayload) -> SettleResponse | None:
