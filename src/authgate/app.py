@@ -154,7 +154,8 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
     if ctx.settings.x402_facilitator:
         from authgate.x402.facilitator.mount import LazyFacilitator
 
-        facilitator = LazyFacilitator(ctx.settings, ctx.store, ctx.clock)
+        facilitator = LazyFacilitator(ctx.settings, ctx.store, ctx.clock,
+                                      on_settle=lambda net, outcome: ctx.metrics.settlements.labels(net, outcome).inc())
         routes.append(Mount("/x402", app=facilitator))
 
     @contextlib.asynccontextmanager

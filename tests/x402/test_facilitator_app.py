@@ -41,6 +41,11 @@ async def test_serve_mounts_the_facilitator_under_x402(client: httpx.AsyncClient
     verdict = VerifyResponse.from_json(response.content)
     assert (verdict.is_valid, verdict.invalid_reason) == (False, e.INSUFFICIENT_BALANCE)
     assert (await client.post("/x402/settle", content=b"{}")).status_code == 400
+    settled = await client.post("/x402/settle", content=FacilitatorRequest(pay(key, req), req).to_json())
+    assert SettleResponse.from_json(settled.content).error_reason == e.INSUFFICIENT_BALANCE
+    metrics = (await client.get("/metrics")).text
+    assert (f'authgate_x402_settlements_total{{network="{localchain.NETWORK}",'
+            f'outcome="{e.INSUFFICIENT_BALANCE}"}} 1.0') in metrics
 
 
 async def test_facilitator_can_be_disabled_and_protected(ctx: ServerContext) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,8 +27,10 @@ log = logging.getLogger("authgate.x402.facilitator")
 class LazyFacilitator:
     """One facilitator per process over the chain ``settings`` describe and the server's store."""
 
-    def __init__(self, settings: Settings, store: Store, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, clock: Clock | None = None,
+                 on_settle: Callable[[str, str], None] | None = None) -> None:
         self.settings = settings
+        self.on_settle = on_settle
         self.store = store
         self.clock = clock
         self._lock = asyncio.Lock()
@@ -43,7 +46,7 @@ class LazyFacilitator:
                     self._chain = chain
                     self._facilitator = Facilitator(
                         {chain.network: chain}, self.store, clock=self.clock,
-                        settle_timeout=float(self.settings.x402_settle_timeout),
+                        settle_timeout=float(self.settings.x402_settle_timeout), on_settle=self.on_settle,
                     )
                     log.info("x402 facilitator ready on %s (signer %s)", chain.network, chain.facilitator_address)
         return self._facilitator

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from authgate.clock import Clock
@@ -71,8 +71,11 @@ class Facilitator:
         lease_seconds: int = LEASE_SECONDS,
         enforce_max_timeout: bool = True,
         poll_interval: float = 0.05,
+        on_settle: Callable[[str, str], None] | None = None,
     ) -> None:
         self.chains = dict(chains)
+        #: Called with (network, outcome) after every settle: "settled" or the error reason (metrics).
+        self.on_settle = on_settle
         self.store = store
         self.clock = clock or store.clock
         self.settle_timeout = settle_timeout
@@ -127,12 +130,16 @@ class Facilitator:
         lock = self._acquire(key)
         try:
             async with lock:
-                return await self._settle(payload, requirements, evm, key)
+                result = await self._settle(payload, requirements, evm, key)
         except ChainUnavailable as exc:
             log.warning("x402 settle: chain unavailable (%s)", exc)
-            return _failed(network, auth.from_address, e.SETTLEMENT_PENDING, "the chain could not be reached")
+            result = _failed(network, auth.from_address, e.SETTLEMENT_PENDING, "the chain could not be reached")
         finally:
             self._release(key)
+        if self.on_settle is not None:
+            label = network if network in self.chains else "other"  # bounded label values
+            self.on_settle(label, "settled" if result.success else result.error_reason or "failed")
+        return result
 
     def _acquire(self, key: tuple[str, str, str, str]) -> asyncio.Lock:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
