@@ -213,6 +213,11 @@ def recover_signer(digest: bytes, signature: bytes) -> str:
     Raises :class:`SignatureError` for bytes that are not a signature at all (length, v, r/s range, high s),
     so the facilitator can tell "not a signature" from "someone else's signature".
     """
+    return to_checksum_address(recover_address(digest, signature))
+
+
+def recover_address(digest: bytes, signature: bytes) -> bytes:
+    """The 20 address bytes behind a signature (the hot path: no checksum encoding); see :func:`recover_signer`."""
     if len(signature) != 65:
         raise SignatureError(f"Invalid signature length: {len(signature)}")
     v = signature[64]
@@ -228,4 +233,4 @@ def recover_signer(digest: bytes, signature: bytes) -> str:
         public = coincurve.PublicKey.from_signature_and_message(signature[:64] + bytes([v]), digest, hasher=None)
     except Exception as exc:  # libsecp256k1 refuses points not on the curve
         raise SignatureError("Signature does not recover to a public key") from exc
-    return to_checksum_address(keccak(public.format(compressed=False)[1:])[12:])
+    return keccak(public.format(compressed=False)[1:])[12:]

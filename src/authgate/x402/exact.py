@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from authgate.x402 import errors as e
 from authgate.x402.chain.base import Chain, ChainUnavailable, TransferAuthorization
-from authgate.x402.eip3009 import ExactEvmPayload, SignatureError, recover_signer
+from authgate.x402.eip3009 import ExactEvmPayload, SignatureError, recover_address
 from authgate.x402.networks import evm_chain_id
 from authgate.x402.wire import PaymentPayload, PaymentRequirements, VerifyResponse, X402WireError
 
@@ -160,12 +160,12 @@ async def verify_exact(
     # 11. signature over the digest built from the *requirements*
     digest = auth.digest(name, version, chain_id, requirements.asset)
     try:
-        signer = recover_signer(digest, evm.signature)
+        signer = recover_address(digest, evm.signature)
     except SignatureError as exc:
         if len(evm.signature) != 65 and await chain.code_at(payer):
             return _invalid(e.INVALID_SIGNATURE, payer, "contract signers (EIP-1271/ERC-6492) are not supported")
         return _invalid(e.FAILED_TO_VERIFY_SIGNATURE, payer, str(exc))
-    if signer.lower() != payer.lower():
+    if signer != bytes.fromhex(payer[2:]):
         if await chain.code_at(payer):
             return _invalid(e.INVALID_SIGNATURE, payer, "contract signers (EIP-1271/ERC-6492) are not supported")
         return _invalid(e.INVALID_SIGNATURE, payer)
