@@ -215,7 +215,8 @@ class PersonServer:
             code = interaction_code()
             payload["code_hash"] = token_hash(normalize_code(code))
             await self.store.put_artifact(token_hash(normalize_code(code)), CODE, {"approval": approval.id}, ttl)
-        await self.store.put_artifact(token_hash(handle), PENDING, payload, ttl)
+        # Outlives the approval a little, so a poll after the deadline still learns "expired" (408), not 410.
+        await self.store.put_artifact(token_hash(handle), PENDING, payload, ttl + 120)
         location = f"{srv.issuer}{wire.PATH_PENDING}/{handle}"
         return await self._pending_answer(request, token_hash(handle), location, code=code)
 
