@@ -218,3 +218,68 @@ async def test_bearer_token(facilitator: Facilitator, payer: tuple[str, str]) ->
         assert (await client.get("/supported")).status_code == 401
         ok = await client.post("/verify", content=body, headers={"Authorization": "Bearer s3cret-token"})
         assert ok.status_code == 200 and ok.json()["isValid"] is True
+
+
+async def test_contract_signer_is_refused_with_a_message(facilitator: Facilitator, payer: tuple[str, str]) -> None:
+    req = requirements()
+    p = with_payload(pay(payer[0], req), **{"from": TOKEN})  # an address with code: EIP-1271 territory
+    verdict = await facilitator.verify(p, req)
+    assert (verdict.is_valid, verdict.invalid_reason) == (False, e.INVALID_SIGNATURE)
+    assert "EIP-1271" in (verdict.invalid_message or "")
+
+
+async def test_in_process_client_gives_the_same_answers(facilitator: Facilitator, chain: EmbeddedChain,
+                                                        payer: tuple[str, str]) -> None:
+    from authgate.x402.facilitator import InProcessFacilitatorClient
+
+    client = InProcessFacilitatorClient(facilitator)
+    assert (await client.supported()) == facilitator.supported()
+    req = requirements()
+    p = pay(payer[0], req)
+    assert (await client.verify(p, req)).is_valid
+    settled = await client.settle(p, req)
+    assert settled.success and await chain.balance_of(TOKEN, payer[1]) == 1_000_000 - 10_000
+
+
+def test_revert_texts_map_to_sdk_reasons() -> None:
+    from authgate.x402.exact import map_revert
+
+    assert map_revert("execution reverted: FiatTokenV2: authorization is expired") == e.VALID_BEFORE
+    assert map_revert("authorization is not yet valid") == e.VALID_AFTER
+    assert map_revert("FiatTokenV2: authorization is used or canceled") == e.NONCE_ALREADY_USED
+    assert map_revert("ERC20: transfer amount exceeds balance") == e.INSUFFICIENT_BALANCE
+    assert map_revert("ERC20InsufficientBalance(0x…)") == e.INSUFFICIENT_BALANCE
+    assert map_revert("FiatTokenV2: invalid signature") == e.INVALID_SIGNATURE
+    assert map_revert("Pausable: paused") is None
+
+
+async def test_unmapped_reverts_are_diagnosed_like_the_sdk() -> None:
+    from authgate.x402.chain.base import TransferAuthorization
+    from authgate.x402.exact import diagnose
+
+    class Token:
+        def __init__(self, used: bool | None, domain: tuple[str, str], balance: int) -> None:
+            self.used, self.domain, self.balance = used, domain, balance
+
+        async def authorization_used(self, *_: object) -> bool:
+            if self.used is None:
+                raise ValueError("execution reverted")  # no authorizationState: not an EIP-3009 token
+            return self.used
+
+        async def token_domain(self, _: str) -> tuple[str, str]:
+            return self.domain
+
+        async def balance_of(self, *_: object) -> int:
+            return self.balance
+
+    t = TransferAuthorization(TOKEN, OTHER, PAY_TO, 100, 0, 2**40, bytes(32), bytes(65))
+    cases = [
+        (Token(None, ("USDC", "2"), 10**6), e.EIP3009_NOT_SUPPORTED),
+        (Token(True, ("USDC", "2"), 10**6), e.NONCE_ALREADY_USED),
+        (Token(False, ("USD Coin", "2"), 10**6), e.TOKEN_NAME_MISMATCH),
+        (Token(False, ("USDC", "1"), 10**6), e.TOKEN_VERSION_MISMATCH),
+        (Token(False, ("USDC", "2"), 99), e.INSUFFICIENT_BALANCE),
+        (Token(False, ("USDC", "2"), 100), e.SIMULATION_FAILED),
+    ]
+    for token, reason in cases:
+        assert await diagnose(token, t, "USDC", "2") == reason  # type: ignore[arg-type]
