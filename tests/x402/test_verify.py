@@ -283,3 +283,23 @@ async def test_unmapped_reverts_are_diagnosed_like_the_sdk() -> None:
     ]
     for token, reason in cases:
         assert await diagnose(token, t, "USDC", "2") == reason  # type: ignore[arg-type]
+
+
+async def test_asset_code_is_cached(chain: EmbeddedChain, store: Store, payer: tuple[str, str]) -> None:
+    asked: list[str] = []
+    real = chain.code_at
+
+    async def counting(address: str) -> bytes:
+        asked.append(address.lower())
+        return await real(address)
+
+    chain.code_at = counting  # type: ignore[method-assign]
+    facilitator = Facilitator({localchain.NETWORK: chain}, store)
+    req = requirements()
+    for _ in range(3):
+        assert (await facilitator.verify(pay(payer[0], req), req)).is_valid
+    assert asked.count(TOKEN.lower()) == 1
+    facilitator.asset_cache.ttl = 0  # expired entries are asked again
+    facilitator.asset_cache._until.clear()
+    assert (await facilitator.verify(pay(payer[0], req), req)).is_valid
+    assert asked.count(TOKEN.lower()) == 2
