@@ -1,0 +1,260 @@
+"""The gateway's configuration file and the ASGI app built from it (``authgate gateway --config FILE``).
+
+One TOML file holds the gateway's own sections and the route policy (:mod:`authgate.policy.loader`)::
+
+    [gateway]
+    upstream = "http://127.0.0.1:8080"        # the API behind the gateway
+    public_url = "https://api.example.com"    # what agents call: the OAuth resource identifier (token audience),
+                                              # the Agent Auth resource id, and the origin of x402 offers
+    identity = "signed"                       # "signed" (HMAC-SHA256 X-Authgate-* headers) | "plain" (private hop)
+    identity_secret_env = "AUTHGATE_GATEWAY_SECRET"   # or identity_secret_file; >= 32 bytes
+    strip_cookies = false
+    max_body = 10485760                       # request body limit, bytes
+    connect_timeout = 5.0                     # seconds; also the wait for a pooled connection
+    read_timeout = 60.0                       # seconds between two reads from the upstream (SSE: keep-alives)
+    max_connections = 100
+
+    [oauth]                                   # for oauth and aauth alternatives
+    issuer = "https://auth.example.com"       # tokens' iss; keys from its metadata (or jwks_uri)
+    resource_name = "Weather API"
+
+    [agentauth]                               # for agentauth alternatives
+    signing_key_file = "resource-key.json"    # private Ed25519 JWK signing resource tokens (default: ephemeral)
+    trusted_person_servers = ["https://auth.example.com"]
+
+    [x402]                                    # for x402 alternatives
+    facilitator_url = "https://auth.example.com/x402"
+    facilitator_token_env = "AUTHGATE_FACILITATOR_TOKEN"
+
+Errors are :class:`~authgate.policy.model.PolicyError` naming the file, section and field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from authgate.policy.loader import policy_from_dict, read_toml
+from authgate.policy.model import Policy, PolicyError
+
+SECTIONS = frozenset({"gateway", "oauth", "agentauth", "x402"})
+_GATEWAY_KEYS = {"upstream": str, "public_url": str, "identity": str, "identity_secret_env": str,
+                 "identity_secret_file": str, "strip_cookies": bool, "max_body": int, "connect_timeout": (int, float),
+                 "read_timeout": (int, float), "max_connections": int}
+_OAUTH_KEYS = {"issuer": str, "jwks_uri": str, "resource_name": str, "resource_documentation": str}
+_AGENTAUTH_KEYS = {"signing_key_file": str, "trusted_person_servers": list, "allow_http_loopback": bool,
+                   "signature_window": int}
+_X402_KEYS = {"facilitator_url": str, "facilitator_token_env": str, "timeout": (int, float)}
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    upstream: str
+    public_url: str
+    policy: Policy
+    identity: str = "signed"
+    identity_secret: bytes | None = field(default=None, repr=False)
+    strip_cookies: bool = False
+    max_body: int = 10 * 1024 * 1024
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_connections: int = 100
+    oauth: Mapping[str, Any] | None = None
+    agentauth: Mapping[str, Any] | None = None
+    x402: Mapping[str, Any] | None = None
+    source: str = "<gateway>"
+
+
+def _section(data: Mapping[str, Any], name: str, keys: Mapping[str, Any], source: str) -> dict[str, Any] | None:
+    raw = data.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{source}: [{name}]: must be a table")
+    for key, value in raw.items():
+        if key not in keys:
+            raise PolicyError(f"{source}: [{name}]: unknown field {key!r} (expected {', '.join(sorted(keys))})")
+        kind = keys[key]
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            raise PolicyError(f"{source}: [{name}]: {key}: wrong type {type(value).__name__}")
+    return dict(raw)
+
+
+def load_gateway_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and check a gateway file; secrets come from the environment or files it names, never from it."""
+    source = str(path)
+    return gateway_config_from_dict(read_toml(path), source=source, env=os.environ if env is None else env,
+                                    base_dir=Path(path).parent)
+
+
+def gateway_config_from_dict(data: Mapping[str, Any], *, source: str = "<gateway>",
+                             env: Mapping[str, str] | None = None, base_dir: Path | None = None) -> GatewayConfig:
+    env = os.environ if env is None else env
+    gw = _section(data, "gateway", _GATEWAY_KEYS, source)
+    if gw is None:
+        raise PolicyError(f"{source}: [gateway]: required (upstream and public_url)")
+    for key in ("upstream", "public_url"):
+        value = gw.get(key)
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise PolicyError(f"{source}: [gateway]: {key}: required, an absolute http(s) URL")
+    identity = gw.get("identity", "signed")
+    if identity not in ("signed", "plain"):
+        raise PolicyError(f"{source}: [gateway]: identity: must be 'signed' or 'plain', not {identity!r}")
+    secret: bytes | None = None
+    if identity == "signed":
+        if "identity_secret_env" in gw:
+            text = env.get(gw["identity_secret_env"])
+            if not text:
+                raise PolicyError(f"{source}: [gateway]: identity_secret_env: ${gw['identity_secret_env']} is not "
+                                  "set")
+            secret = text.encode()
+        elif "identity_secret_file" in gw:
+            p = Path(gw["identity_secret_file"])
+            p = p if p.is_absolute() or base_dir is None else base_dir / p
+            try:
+                secret = p.read_bytes().strip()
+            except OSError:
+                raise PolicyError(f"{source}: [gateway]: identity_secret_file: {p} cannot be read") from None
+        else:
+            raise PolicyError(f"{source}: [gateway]: identity = \"signed\" needs identity_secret_env or "
+                              "identity_secret_file")
+        if len(secret) < 32:
+            raise PolicyError(f"{source}: [gateway]: the identity secret must be at least 32 bytes")
+    for key, low, high in (("max_body", 0, 1 << 40), ("connect_timeout", 0.1, 600), ("read_timeout", 0.1, 3600),
+                           ("max_connections", 1, 10000)):
+        if key in gw and not low <= gw[key] <= high:
+            raise PolicyError(f"{source}: [gateway]: {key}: must be between {low} and {high}")
+    oauth = _section(data, "oauth", _OAUTH_KEYS, source)
+    agentauth = _section(data, "agentauth", _AGENTAUTH_KEYS, source)
+    x402 = _section(data, "x402", _X402_KEYS, source)
+    if oauth is not None and not str(oauth.get("issuer", "")).startswith(("http://", "https://")):
+        raise PolicyError(f"{source}: [oauth]: issuer: required, an absolute http(s) URL")
+    if x402 is not None:
+        if not str(x402.get("facilitator_url", "")).startswith(("http://", "https://")):
+            raise PolicyError(f"{source}: [x402]: facilitator_url: required, an absolute http(s) URL")
+        token_env = x402.get("facilitator_token_env")
+        x402["token"] = env.get(token_env) if token_env else None
+    if agentauth is not None and "signing_key_file" in agentauth and base_dir is not None:
+        p = Path(agentauth["signing_key_file"])
+        agentauth["signing_key_file"] = str(p if p.is_absolute() else base_dir / p)
+    policy = policy_from_dict(data, source=source, other_keys=SECTIONS)
+    mechanisms = policy.mechanisms()
+    for mech, section, present in (("oauth", "oauth", oauth), ("aauth", "oauth", oauth),
+                                   ("agentauth", "agentauth", agentauth), ("x402", "x402", x402)):
+        if mech in mechanisms and present is None:
+            raise PolicyError(f"{source}: routes use {mech} but there is no [{section}] section")
+    return GatewayConfig(
+        upstream=gw["upstream"], public_url=gw["public_url"].rstrip("/"), policy=policy, identity=identity,
+        identity_secret=secret, strip_cookies=gw.get("strip_cookies", False),
+        max_body=gw.get("max_body", 10 * 1024 * 1024), connect_timeout=float(gw.get("connect_timeout", 5.0)),
+        read_timeout=float(gw.get("read_timeout", 60.0)), max_connections=gw.get("max_connections", 100),
+        oauth=oauth, agentauth=agentauth, x402=x402, source=source)
+
+
+class GatewayApp:
+    """The gateway as one ASGI app: :class:`~authgate.policy.PolicyMiddleware` in front of the
+    :class:`~authgate.gateway.proxy.Proxy`; closes its HTTP clients at lifespan shutdown."""
+
+    def __init__(self, app: ASGIApp, closers: list[Callable[[], Any]]) -> None:
+        self.app = app
+        self.closers = closers
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            await close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build_gateway(config: GatewayConfig, *, upstream_transport: httpx.AsyncBaseTransport | None = None,
+                  http_transport: httpx.AsyncBaseTransport | None = None,
+                  clock: Callable[[], float] = time.time) -> GatewayApp:
+    """The gateway app. ``upstream_transport``/``http_transport`` (tests): how the upstream, and the AS,
+    person servers and facilitator, are reached (default: the network)."""
+    from authgate.gateway.proxy import Proxy
+    from authgate.policy.enforce import PolicyMiddleware
+
+    proxy = Proxy(config.upstream, identity="signed" if config.identity == "signed" else "plain",
+                  identity_secret=config.identity_secret, strip_cookies=config.strip_cookies,
+                  max_body=config.max_body, connect_timeout=config.connect_timeout,
+                  read_timeout=config.read_timeout, max_connections=config.max_connections,
+                  transport=upstream_transport, clock=clock)
+    closers: list[Callable[[], Any]] = [proxy.aclose]
+    http = httpx.AsyncClient(transport=http_transport, follow_redirects=False, trust_env=False, timeout=10.0)
+    closers.append(http.aclose)
+    policy = config.policy
+    bearer = agentauth = facilitator = None
+    if config.oauth is not None:
+        from authgate.resource.bearer import BearerGuard
+        from authgate.resource.metadata import ProtectedResource
+        from authgate.resource.verifier import JWTVerifier
+
+        resource = ProtectedResource(
+            resource=config.public_url, authorization_servers=[config.oauth["issuer"]],
+            scopes_supported=policy.all_scopes(), resource_name=config.oauth.get("resource_name"),
+            resource_documentation=config.oauth.get("resource_documentation"),
+            scope_descriptions=dict(policy.scope_descriptions))
+        verifier = JWTVerifier(config.oauth["issuer"], resource.resource, jwks_uri=config.oauth.get("jwks_uri"),
+                               http_client=http)
+        bearer = BearerGuard(verifier, resource)
+    if config.agentauth is not None:
+        from joserfc.jwk import OKPKey
+
+        from authgate.agentauth.discovery import httpx_fetcher
+        from authgate.agentauth.replay import MemoryReplayCache
+        from authgate.agentauth.resource import AgentAuthResource
+        from authgate.agentauth.tokens import Signer
+
+        key_file = config.agentauth.get("signing_key_file")
+        if key_file:
+            try:
+                jwk = json.loads(Path(key_file).read_text())
+                key = OKPKey.import_key(jwk)
+            except (OSError, ValueError) as exc:
+                raise PolicyError(f"{config.source}: [agentauth]: signing_key_file: {key_file} is not a private "
+                                  f"Ed25519 JWK ({exc.__class__.__name__})") from None
+            kid = str(jwk.get("kid") or key.thumbprint())
+        else:
+            kid = "gw-" + secrets.token_hex(4)
+            key = OKPKey.generate_key("Ed25519", parameters={"kid": kid, "alg": "Ed25519"}, private=True)
+
+        class _Clock:
+            def now(self) -> float:
+                return clock()
+
+        agentauth = AgentAuthResource(
+            proxy, resource_id=config.public_url, signer=Signer(kid=kid, key=key), rules=[],
+            fetch_json=httpx_fetcher(http), trusted_person_servers=config.agentauth.get("trusted_person_servers", ()),
+            scope_descriptions=dict(policy.scope_descriptions), replay=MemoryReplayCache(_Clock()),
+            clock=clock, window=config.agentauth.get("signature_window", 60),
+            allow_http_loopback=config.agentauth.get("allow_http_loopback", False))
+    if config.x402 is not None:
+        from authgate.x402.facilitator.client import FacilitatorClient
+
+        client = FacilitatorClient(config.x402["facilitator_url"], token=config.x402.get("token"),
+                                   timeout=float(config.x402.get("timeout", 30.0)), transport=http_transport)
+        closers.append(client.aclose)
+        facilitator = client
+    enforced = PolicyMiddleware(proxy, policy, bearer=bearer, agentauth=agentauth, facilitator=facilitator,
+                                base_url=config.public_url)
+    return GatewayApp(enforced, closers)

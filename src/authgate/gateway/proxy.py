@@ -1,0 +1,218 @@
+"""A streaming reverse proxy (ASGI app → any upstream HTTP API over a pooled ``httpx.AsyncClient``).
+
+Behind :class:`~authgate.policy.PolicyMiddleware` it forwards what the policy let in:
+
+* **Request headers**: hop-by-hop fields (RFC 9110 §7.6.1: ``Connection`` and every field it names,
+  ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``,
+  ``Proxy-Authorization``) and ``Host`` are dropped; so is **every credential and payment header** —
+  ``Authorization``, ``Signature``, ``Signature-Input``, ``Signature-Key``, ``Content-Digest`` when the request
+  was signed, ``PAYMENT-*``, ``X-PAYMENT``, ``SIGN-IN-WITH-X``, ``AAuth-*``, ``Cookie`` if configured — and
+  every ``X-Authgate-*`` header the client sent (no forged identity). The verified identity is added in
+  ``X-Authgate-*`` headers (:mod:`authgate.gateway.identity`), with ``Via`` and ``X-Forwarded-For/-Proto/
+  -Host``.
+* **Bodies** stream both ways unbuffered: the request body as it arrives (``max_body`` enforced from
+  ``Content-Length`` up front and by counting), the response with ``aiter_raw`` (no decoding, so
+  ``Content-Encoding`` and length pass unchanged), chunk by chunk, so server-sent events reach the client as
+  the upstream writes them. (x402 routes with authorization-flow payments are buffered by the paywall, which
+  must see the status before settling: streaming routes use ``flow = "upfront"``, enforced at load.)
+* **Failures**: cannot connect or a broken answer → ``502 {"error": "upstream_unavailable"}``; a connect,
+  write or first-byte timeout → ``504 {"error": "upstream_timeout"}``; a body over ``max_body`` → ``413``. A
+  failure after the response started aborts the connection (the client sees a truncated message, never a
+  spliced error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+import httpx
+from starlette.types import Receive, Scope, Send
+
+from authgate.gateway.identity import PREFIX, identity_headers
+from authgate.policy.identity import STATE_KEY, Identity
+
+logger = logging.getLogger("authgate.gateway")
+
+IdentityMode = Literal["signed", "plain"]
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+                        "upgrade", "proxy-authorization", "proxy-authenticate"})
+CREDENTIALS = frozenset({"authorization", "signature", "signature-input", "signature-key", "x-payment",
+                         "sign-in-with-x"})
+CREDENTIAL_PREFIXES = ("payment-", "aauth-", PREFIX)
+_SIGNED = (b"signature", b"signature-input", b"signature-key")
+_REPLACED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via"})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[str]:
+    out: set[str] = set()
+    for k, v in headers:
+        if k.lower() == b"connection":
+            out.update(t.strip().lower() for t in v.decode("latin-1").split(",") if t.strip())
+    return out
+
+
+def forward_request_headers(scope: Scope, *, strip_cookies: bool = False) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop, ``Host``, credentials and identity headers."""
+    raw: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
+    drop = HOP_BY_HOP | _connection_tokens(raw) | CREDENTIALS | {"host"}
+    if strip_cookies:
+        drop = drop | {"cookie"}
+    if any(k.lower() in _SIGNED for k, _ in raw):
+        drop = drop | {"content-digest"}  # covered by the agent's signature: ours, not the upstream's
+    out: list[tuple[str, str]] = []
+    for k, v in raw:
+        name = k.decode("latin-1").lower()
+        if name in drop or name.startswith(CREDENTIAL_PREFIXES) or name in _REPLACED:
+            continue
+        out.append((name, v.decode("latin-1")))
+    return out
+
+
+def forward_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    drop = HOP_BY_HOP | _connection_tokens(headers)
+    out = [(k, v) for k, v in headers if k.decode("latin-1").lower() not in drop]
+    out.append((b"via", b"1.1 authgate"))
+    return out
+
+
+class Proxy:
+    """The ASGI app that forwards to ``upstream`` (``http(s)://host[:port][/base]``). ``identity_secret``: the
+    HMAC key for ``signed`` identity headers (required then); ``plain`` sends them unsigned."""
+
+    def __init__(self, upstream: str, *, identity: IdentityMode = "signed", identity_secret: bytes | None = None,
+                 strip_cookies: bool = False, max_body: int = 10 * 1024 * 1024, connect_timeout: float = 5.0,
+                 read_timeout: float = 60.0, write_timeout: float = 60.0, max_connections: int = 100,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        upstream = upstream.rstrip("/")
+        url = httpx.URL(upstream)
+        if url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
+            raise ValueError(f"upstream must be an http(s) URL without query or fragment: {upstream!r}")
+        if identity not in ("signed", "plain"):
+            raise ValueError(f"identity must be 'signed' or 'plain', not {identity!r}")
+        if identity == "signed" and (identity_secret is None or len(identity_secret) < 32):
+            raise ValueError("signed identity headers need a secret of at least 32 bytes")
+        self.upstream = upstream
+        self.identity: IdentityMode = identity
+        self.secret = identity_secret if identity == "signed" else None
+        self.strip_cookies = strip_cookies
+        self.max_body = max_body
+        self.clock = clock
+        self.client = httpx.AsyncClient(
+            transport=transport, follow_redirects=False, trust_env=False,
+            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=write_timeout,
+                                  pool=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+        self.client.headers.clear()  # forward exactly the client's headers, add none of httpx's defaults
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1003, "reason": "not proxied"})
+            return
+        method: str = scope["method"]
+        target = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string", b"")
+        path = target.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        headers = forward_request_headers(scope, strip_cookies=self.strip_cookies)
+        identity = scope.get("state", {}).get(STATE_KEY)
+        fields = identity.as_dict() if isinstance(identity, Identity) else {"mechanism": "public"}
+        headers += identity_headers(fields, method=method, target=path, secret=self.secret, now=self.clock())
+        headers += self._forwarded(scope)
+        declared = next((v for k, v in headers if k == "content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await _json(send, 413 if declared.isdigit() else 400,
+                        {"error": "invalid_request", "error_description": "Request body too large"
+                         if declared.isdigit() else "Malformed Content-Length"})
+            return
+        has_body = declared not in (None, "0") or any(k == b"transfer-encoding" for k, _ in scope["headers"])
+        request = self.client.build_request(method, self.upstream + path, headers=headers,
+                                            content=self._body(receive) if has_body else None)
+        try:
+            response = await self.client.send(request, stream=True)
+        except _BodyTooLarge:
+            await _json(send, 413, {"error": "invalid_request", "error_description": "Request body too large"})
+            return
+        except httpx.TimeoutException as exc:
+            logger.warning("upstream timeout: %s %s (%s)", method, scope["path"], exc.__class__.__name__)
+            await _json(send, 504, {"error": "upstream_timeout",
+                                    "error_description": "The upstream API did not answer in time"})
+            return
+        except httpx.HTTPError as exc:
+            logger.warning("upstream unavailable: %s %s (%s)", method, scope["path"], exc.__class__.__name__)
+            await _json(send, 502, {"error": "upstream_unavailable",
+                                    "error_description": "The upstream API could not be reached"})
+            return
+        try:
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": forward_response_headers(response.headers.raw)})
+            if method != "HEAD":
+                async for chunk in response.aiter_raw():
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except httpx.HTTPError as exc:
+            # Mid-body: the status is out; returning without finishing makes the server abort the connection.
+            logger.warning("upstream failed mid-response: %s %s (%s)", method, scope["path"],
+                           exc.__class__.__name__)
+        finally:
+            await response.aclose()
+
+    async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise _BodyTooLarge()
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    def _forwarded(self, scope: Scope) -> list[tuple[str, str]]:
+        out = [("via", "1.1 authgate")]
+        earlier = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"x-forwarded-for"]
+        client = scope.get("client")
+        chain = [*earlier, client[0]] if client else earlier
+        if chain:
+            out.append(("x-forwarded-for", ", ".join(chain)))
+        out.append(("x-forwarded-proto", scope.get("scheme", "http")))
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"host"), None)
+        if host:
+            out.append(("x-forwarded-host", host))
+        return out
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _json(send: Send, status: int, body: dict[str, str]) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+        (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})

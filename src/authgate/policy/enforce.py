@@ -1,0 +1,446 @@
+"""Enforcing a :class:`~authgate.policy.model.Policy`: a pure ASGI middleware shared by Starlette/FastAPI apps
+and the gateway.
+
+    app = PolicyMiddleware(api, policy, bearer=BearerGuard(verifier, resource),
+                           agentauth=AgentAuthResource(..., rules=[]), facilitator=client,
+                           base_url="https://api.example")
+
+Per request: the first route that matches decides (none: ``policy.unmatched``). Its alternatives are tried in
+order; an alternative is tried only when the request carries its credential — ``Authorization: Bearer`` for
+``oauth``/``aauth``, ``Signature``/``Signature-Input``/``Signature-Key`` for ``agentauth``,
+``PAYMENT-SIGNATURE``/``SIGN-IN-WITH-X`` for ``x402`` — and the first satisfied one lets the request in, with
+an :class:`~authgate.policy.identity.Identity` in ``scope["state"]["authgate.identity"]``. A bearer token is
+verified once and a signature checked once per request, whatever the number of alternatives.
+
+A payment is decisive: once the x402 alternative is reached with a payment, the request is the paywall's
+(:class:`~authgate.x402.paywall.PaywallMiddleware`: verify, serve, settle only if the answer is below 400; or
+settle first with ``flow = "upfront"``); a refused payment gets the paywall's 402, to which the other
+challenges are added.
+
+**The combined challenge.** A request satisfying no alternative gets one answer advertising every alternative
+of its route: ``WWW-Authenticate: Bearer resource_metadata=…, scope=…`` (oauth/aauth), ``AAuth-Requirement``
+(agentauth; ``requirement=auth-token; resource-token=…`` when a person token lacked scopes) and
+``PAYMENT-REQUIRED`` (x402). **Status rule**: when the request presented a credential that failed, the status
+and body of the first such failure in alternative order (``401 invalid_token``, ``403 insufficient_scope``,
+``401`` + ``Signature-Error``, ...); otherwise ``402`` if the route's *first* alternative is x402, else ``401``.
+Peers act on their own status: OAuth and Agent Auth clients on 401 (and 403 for scope step-up), x402 clients
+on 402 — so put first the way in most of your callers use. Every challenge header is present either way, so a
+client that reads headers whatever the status (our SDK, the x402 SDK's ``x402HTTPClient``) finds its part.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from authgate.agentauth import wire as aa_wire
+from authgate.agentauth.errors import Problem
+from authgate.agentauth.resource import JWKS_PATH, AgentAuthResource, require
+from authgate.agentauth.signing import Caller
+from authgate.agentauth.tokens import scopes_of
+from authgate.crypto.httpsig import SignatureError
+from authgate.errors import InsufficientScope, InvalidToken, OAuthError
+from authgate.policy.identity import STATE_KEY, Identity
+from authgate.policy.model import X402, AAuth, AgentAuth, Alternative, OAuth, Policy, PolicyError, Route
+from authgate.resource.bearer import BearerGuard, TemporarilyUnavailable
+from authgate.resource.metadata import AAUTH_WELL_KNOWN
+from authgate.resource.middleware import STATE_KEY as CLAIMS_STATE_KEY
+from authgate.resource.middleware import MetadataEndpoint, token_in_query
+from authgate.resource.verifier import AccessClaims, TokenRejected, VerifierUnavailable
+from authgate.x402 import wire as x402_wire
+from authgate.x402.paywall import EXPOSE, Facilitator, Paywall, PaywallMiddleware, PricedRoute
+from authgate.x402.paywall_store import PaywallStore
+
+MAX_SIGNED_BODY = 1024 * 1024
+TIERS = {"pii": ("pii", "oob"), "oob": ("oob",)}
+_SIGNATURE_HEADERS = (b"signature", b"signature-input", b"signature-key")
+_PAYMENT_HEADERS = (b"payment-signature", b"sign-in-with-x")
+
+
+class InsufficientUserAuthentication(OAuthError):
+    """The token is valid but was not obtained the way the route requires (RFC 9470 §3): here, an AAuth
+    tier — a token that is not from the agent grant, or ``pii`` where ``oob`` (customer approval) is needed."""
+
+    error = "insufficient_user_authentication"
+    status_code = 401
+
+
+@dataclass
+class _Attempt:
+    """One request's evaluation: credentials verified once, failures kept in alternative order."""
+
+    token: str | None = None
+    claims: AccessClaims | None = None
+    bearer_failure: OAuthError | None = None
+    caller: Caller | None = None
+    signature_failure: SignatureError | Problem | None = None
+    failures: list[tuple[Alternative, int, dict[str, str], bytes]] = field(default_factory=list)
+
+
+class PolicyMiddleware:
+    """Applies ``policy`` in front of ``app`` (see the module docstring). Mechanisms the policy names must be
+    configured: ``bearer`` for oauth/aauth, ``agentauth`` for agentauth (its own ``rules`` are not used),
+    ``facilitator`` and ``base_url`` (the public origin, for x402 resource URLs) for x402."""
+
+    def __init__(self, app: ASGIApp, policy: Policy, *, bearer: BearerGuard | None = None,
+                 agentauth: AgentAuthResource | None = None, facilitator: Facilitator | None = None,
+                 base_url: str | None = None, paywall_store: PaywallStore | None = None,
+                 max_signed_body: int = MAX_SIGNED_BODY) -> None:
+        self.app = app
+        self.policy = policy
+        self.bearer = bearer
+        self.agentauth = agentauth
+        self.max_signed_body = max_signed_body
+        need = {"oauth": bearer, "aauth": bearer, "agentauth": agentauth, "x402": facilitator}
+        section = {"oauth": "[oauth]", "aauth": "[oauth]", "agentauth": "[agentauth]", "x402": "[x402]"}
+        for i, route in enumerate(policy.routes):
+            for k, alt in enumerate(route.alternatives):
+                if alt.mechanism in need and need[alt.mechanism] is None:
+                    raise PolicyError(f"routes[{i}] ({route.label}): allow[{k}] ({alt.mechanism}): the "
+                                      f"{alt.mechanism} mechanism is not configured ({section[alt.mechanism]})")
+        self.paywalls: dict[int, tuple[Paywall, PricedRoute, ASGIApp]] = {}
+        if facilitator is not None and any(r.payment() for r in policy.routes):
+            if base_url is None:
+                raise PolicyError("x402 routes need base_url (the public origin agents call)")
+            import secrets
+
+            siwx_key = secrets.token_bytes(32)
+            store = paywall_store
+            for route in policy.routes:
+                pay = route.payment()
+                if pay is None:
+                    continue
+                paywall = Paywall(facilitator, base_url=base_url, store=store, siwx_key=siwx_key)
+                store = paywall.store  # one store shared by every route
+                priced = paywall.route("/*", pay.price_spec(), pay.pay_to, pay.network, description=pay.description,
+                                       max_timeout_seconds=pay.max_timeout_seconds, upfront=pay.flow == "upfront")
+                self.paywalls[id(route)] = (paywall, priced, PaywallMiddleware(self._paid, paywall))
+        self.metadata = MetadataEndpoint(bearer.resource) if bearer is not None else None
+        descriptions = dict(policy.scope_descriptions)
+        if bearer is not None and bearer.resource.scope_descriptions:
+            descriptions = {**bearer.resource.scope_descriptions, **descriptions}
+        self.aauth_document = MetadataEndpoint(bearer.resource, document={"scope_descriptions": [
+            {"scope": s, "description": d} for s, d in descriptions.items()]}) if bearer and descriptions else None
+
+    # -- ASGI -------------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope.get("method", "GET").upper() if kind == "http" else "GET"
+        if kind == "http" and await self._well_known(path, scope, receive, send):
+            return
+        if kind == "http" and method == "OPTIONS" and _header(scope, b"access-control-request-method"):
+            await self.app(scope, receive, send)  # CORS preflight: browsers send no credentials
+            return
+        state = scope.setdefault("state", {})
+        route = self.policy.route_for(method, path)
+        if route is None:
+            if self.policy.unmatched == "public":
+                state[STATE_KEY] = Identity("public")
+                await self.app(scope, receive, send)
+                return
+            body = json.dumps({"error": "access_denied", "error_description": "No route policy covers this "
+                                                                              "request"}).encode()
+            await _answer(scope, send, 403, {"Content-Type": "application/json", "Cache-Control": "no-store"}, body)
+            return
+        if route.alternatives[0].mechanism == "public":
+            state[STATE_KEY] = Identity("public")
+            await self.app(scope, receive, send)
+            return
+        if kind == "websocket":
+            await self._websocket(scope, receive, send, route, method)
+            return
+
+        body = b""
+        if self.agentauth is not None and _has(scope, _SIGNATURE_HEADERS) and any(
+                isinstance(a, AgentAuth) for a in route.alternatives):
+            body, too_large = await _read_body(receive, self.max_signed_body)
+            if too_large:
+                await _answer(scope, send, 413, {"Content-Type": "application/json"},
+                              b'{"error":"invalid_request","error_description":"Signed request body too large"}')
+                return
+            receive = _replay(body, receive)
+
+        attempt = _Attempt()
+        for alt in route.alternatives:
+            if isinstance(alt, X402):
+                if _has(scope, _PAYMENT_HEADERS):
+                    await self._pay(scope, receive, send, route, attempt)
+                    return
+                continue
+            try:
+                identity = await self._try(alt, scope, method, path, body, attempt)
+            except TemporarilyUnavailable as exc:
+                status, headers, payload = exc.render()
+                await _answer(scope, send, status, headers, payload)
+                return
+            if identity is not None:
+                state[STATE_KEY] = identity
+                if attempt.claims is not None and identity.mechanism in ("oauth", "aauth"):
+                    state[CLAIMS_STATE_KEY] = attempt.claims
+                await self.app(scope, receive, send)
+                return
+        status, headers, payload = self.challenge(route, attempt, path)
+        await _answer(scope, send, status, headers, payload)
+
+    async def _well_known(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+        if self.metadata is not None and self.bearer is not None and path == self.bearer.resource.metadata_path:
+            await self.metadata(scope, receive, send)
+            return True
+        if self.aauth_document is not None and path == AAUTH_WELL_KNOWN:
+            await self.aauth_document(scope, receive, send)
+            return True
+        if self.agentauth is not None and path in (aa_wire.WELL_KNOWN + aa_wire.DWK_RESOURCE, JWKS_PATH):
+            await self.agentauth(scope, receive, send)  # serves both documents itself
+            return True
+        return False
+
+    # -- alternatives -----------------------------------------------------------------------------------------
+
+    async def _try(self, alt: Alternative, scope: Scope, method: str, path: str, body: bytes,
+                   attempt: _Attempt) -> Identity | None:
+        if isinstance(alt, (OAuth, AAuth)):
+            return await self._try_bearer(alt, scope, attempt)
+        if isinstance(alt, AgentAuth):
+            return await self._try_agentauth(alt, scope, method, path, body, attempt)
+        return None
+
+    async def _try_bearer(self, alt: OAuth | AAuth, scope: Scope, attempt: _Attempt) -> Identity | None:
+        guard = self.bearer
+        assert guard is not None
+        if attempt.bearer_failure is None and attempt.claims is None:
+            try:
+                attempt.token = guard.extract(_headers(scope, b"authorization"), token_in_query=token_in_query(scope))
+            except OAuthError as exc:
+                attempt.bearer_failure = exc
+            if attempt.token is not None:
+                try:
+                    attempt.claims = await guard.verifier.verify(attempt.token)
+                except TokenRejected as exc:
+                    attempt.bearer_failure = InvalidToken("The access token is invalid", debug=str(exc))
+                except VerifierUnavailable as exc:
+                    raise TemporarilyUnavailable("Token verification is temporarily unavailable", debug=str(exc),
+                                                 headers={"Retry-After": "5"}) from exc
+        if attempt.bearer_failure is not None:
+            self._fail(attempt, alt, attempt.bearer_failure, alt.scopes)
+            return None
+        claims = attempt.claims
+        if claims is None:
+            return None  # no bearer token presented
+        if isinstance(alt, AAuth):
+            amr = claims.claims.get("amr")
+            act = claims.claims.get("act")
+            agent = act.get("sub") if isinstance(act, dict) else None
+            if not isinstance(amr, list) or not isinstance(agent, str) or not any(
+                    m in amr for m in TIERS[alt.tier]):
+                self._fail(attempt, alt, InsufficientUserAuthentication(
+                    "The token does not come from the agent authorization grant at the tier this route needs"),
+                    alt.scopes)
+                return None
+            if not claims.has_scopes(alt.scopes):
+                self._fail(attempt, alt, InsufficientScope("The access token lacks a required scope"), alt.scopes)
+                return None
+            return Identity("aauth", subject=claims.subject, agent=agent, scopes=tuple(sorted(claims.scopes)),
+                            tier="oob" if "oob" in amr else "pii")
+        if not claims.has_scopes(alt.scopes):
+            self._fail(attempt, alt, InsufficientScope("The access token lacks a required scope"), alt.scopes)
+            return None
+        return Identity("oauth", subject=claims.subject, agent=claims.client_id, scopes=tuple(sorted(claims.scopes)))
+
+    def _fail(self, attempt: _Attempt, alt: Alternative, exc: OAuthError, scopes: tuple[str, ...]) -> None:
+        assert self.bearer is not None
+        params = {"error": exc.error, "resource_metadata": self.bearer.resource.metadata_url}
+        if scope_param := self.bearer._scope_param(scopes):
+            params["scope"] = scope_param
+        if exc.error == "invalid_request" and "WWW-Authenticate" in exc.headers:
+            header = exc.headers["WWW-Authenticate"]
+        else:
+            from authgate.errors import bearer_challenge
+
+            header = bearer_challenge(params)
+        status, headers, body = exc.render()
+        attempt.failures.append((alt, status, {**headers, "WWW-Authenticate": header}, body))
+
+    async def _try_agentauth(self, alt: AgentAuth, scope: Scope, method: str, path: str, body: bytes,
+                             attempt: _Attempt) -> Identity | None:
+        resource = self.agentauth
+        assert resource is not None
+        if not _has(scope, _SIGNATURE_HEADERS):
+            return None
+        if attempt.caller is None and attempt.signature_failure is None:
+            try:  # signature, token and replay checked once; the need is judged per alternative below
+                attempt.caller = await resource.check(scope, method, body, require(path, "agent"))
+            except (SignatureError, Problem) as exc:
+                attempt.signature_failure = exc
+        if attempt.signature_failure is not None:
+            status, headers, payload = attempt.signature_failure.render()
+            attempt.failures.append((alt, status, headers, payload))
+            return None
+        caller = attempt.caller
+        assert caller is not None
+        claims = caller.claims
+        typ = caller.typ
+        agent = claims["sub"] if typ == aa_wire.TYP_AGENT else \
+            "urn:ietf:params:oauth:jwk-thumbprint:sha-256:" + caller.jkt
+        have = scopes_of(claims) if typ == aa_wire.TYP_AUTH else frozenset()
+        identity = Identity("agentauth", subject=None if typ == aa_wire.TYP_AGENT else str(claims["sub"]),
+                            agent=str(agent), scopes=tuple(sorted(have)))
+        if alt.need == "agent":
+            return identity
+        if typ == aa_wire.TYP_AGENT:
+            problem = Problem(401, aa_wire.REQ_PERSON_TOKEN, "a person token is required", headers={
+                aa_wire.H_REQUIREMENT: aa_wire.requirement_header(aa_wire.REQ_PERSON_TOKEN)})
+        elif alt.need == "person" or set(alt.scopes) <= have:
+            return identity
+        else:
+            token = resource.resource_token(caller, alt.scopes)
+            problem = Problem(401, aa_wire.E_INSUFFICIENT_SCOPE, "an auth token with more scope is required",
+                              headers={aa_wire.H_REQUIREMENT: aa_wire.requirement_header(
+                                  aa_wire.REQ_AUTH_TOKEN, resource_token=token)})
+        status, headers, payload = problem.render()
+        attempt.failures.append((alt, status, headers, payload))
+        return None
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send, route: Route, method: str) -> None:
+        """WebSockets carry bearer tokens only (no signed bodies, no payments)."""
+        attempt = _Attempt()
+        for alt in route.alternatives:
+            if isinstance(alt, (OAuth, AAuth)):
+                try:
+                    identity = await self._try_bearer(alt, scope, attempt)
+                except TemporarilyUnavailable:
+                    identity = None
+                if identity is not None:
+                    scope.setdefault("state", {})[STATE_KEY] = identity
+                    await self.app(scope, receive, send)
+                    return
+        await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+
+    # -- payment ----------------------------------------------------------------------------------------------
+
+    async def _pay(self, scope: Scope, receive: Receive, send: Send, route: Route, attempt: _Attempt) -> None:
+        """Hand the request to the route's paywall; a 402 it answers before serving gets the other challenges."""
+        _, _, middleware = self.paywalls[id(route)]
+        served = {"started": False}
+        scope.setdefault("state", {})["authgate.served"] = served
+        extra = {k: v for k, v in self._challenge_headers(route, attempt, scope["path"], with_payment=False).items()
+                 if k != "Access-Control-Expose-Headers"}
+
+        async def send_with_challenges(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 402 and not served["started"]:
+                headers = list(message.get("headers", ()))
+                headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await middleware(scope, receive, send_with_challenges)
+
+    async def _paid(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Inside the paywall: the payment is verified (or settled, upfront); record who paid and serve."""
+        state = scope.setdefault("state", {})
+        state["authgate.served"]["started"] = True
+        payment = state.get("x402")
+        requirements = getattr(payment, "requirements", None)
+        receipt = getattr(payment, "receipt", None)
+        state[STATE_KEY] = Identity(
+            "x402", payer=getattr(payment, "payer", None),
+            network=requirements.network if requirements else None,
+            amount=requirements.amount if requirements else None,
+            asset=requirements.asset if requirements else None,
+            transaction=receipt.transaction if receipt is not None and receipt.transaction else None)
+        await self.app(scope, receive, send)
+
+    # -- the combined challenge -------------------------------------------------------------------------------
+
+    def challenge(self, route: Route, attempt: _Attempt, path: str) -> tuple[int, dict[str, str], bytes]:
+        """The one answer for a request no alternative let in (status rule in the module docstring)."""
+        headers = self._challenge_headers(route, attempt, path, with_payment=True)
+        if attempt.failures:
+            _, status, failure_headers, body = attempt.failures[0]
+            merged = {**failure_headers, **{k: v for k, v in headers.items() if k not in failure_headers}}
+            return status, merged, body
+        first = route.alternatives[0]
+        status = 402 if isinstance(first, X402) else 401
+        kinds = list(dict.fromkeys(a.mechanism for a in route.alternatives))
+        document = {"error": "payment_required" if status == 402 else "unauthorized",
+                    "error_description": "This route needs one of: " + ", ".join(kinds), "accepted": kinds}
+        return status, {"Content-Type": "application/json", "Cache-Control": "no-store", **headers}, \
+            json.dumps(document).encode()
+
+    def _challenge_headers(self, route: Route, attempt: _Attempt, path: str, *,
+                           with_payment: bool) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for _alt, _, failure_headers, _ in attempt.failures:  # the failure's own challenge wins
+            for name in ("WWW-Authenticate", aa_wire.H_REQUIREMENT, aa_wire.H_SIGNATURE_ERROR):
+                if name in failure_headers:
+                    headers.setdefault(name, failure_headers[name])
+        for alt in route.alternatives:
+            if isinstance(alt, (OAuth, AAuth)) and "WWW-Authenticate" not in headers:
+                assert self.bearer is not None
+                headers["WWW-Authenticate"] = self.bearer.missing_token(alt.scopes).headers["WWW-Authenticate"]
+            elif isinstance(alt, AgentAuth) and aa_wire.H_REQUIREMENT not in headers:
+                headers[aa_wire.H_REQUIREMENT] = aa_wire.requirement_header(aa_wire.REQ_AGENT_TOKEN)
+            elif isinstance(alt, X402) and with_payment:
+                paywall, priced, _ = self.paywalls[id(route)]
+                required = paywall.payment_required(priced, paywall.resource_url(priced, path), "Payment required")
+                headers[x402_wire.HEADER_PAYMENT_REQUIRED] = required.to_header()
+                headers["Access-Control-Expose-Headers"] = EXPOSE + ", WWW-Authenticate, AAuth-Requirement"
+        return headers
+
+
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == name]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    values = _headers(scope, name)
+    return values[0] if values else None
+
+
+def _has(scope: Scope, names: tuple[bytes, ...]) -> bool:
+    return any(k.lower() in names for k, _ in scope.get("headers", ()))
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+
+
+def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _answer(scope: Scope, send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+           if k.lower() != "content-length"]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
+

@@ -1,0 +1,42 @@
+"""Who a request was let in as: the one record every mechanism produces, whatever the way in.
+
+:class:`Identity` is what the policy middleware puts in ``scope["state"]["authgate.identity"]`` and what the
+gateway forwards to its upstream in ``X-Authgate-*`` headers. Imports only the stdlib.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+STATE_KEY = "authgate.identity"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """``mechanism``: ``oauth``, ``aauth``, ``agentauth``, ``x402`` or ``public``. ``subject``: the person or
+    customer the request acts for (``sub``); ``agent``: the client or agent acting (OAuth ``client_id``, AAuth
+    ``act.sub``, the Agent Auth agent id or key thumbprint URN); ``tier``: the AAuth tier reached (``pii`` or
+    ``oob``). Payments: the payer's address, the offer paid, and ``transaction`` once settled (known before the
+    request is served only for upfront settlement)."""
+
+    mechanism: str
+    subject: str | None = None
+    agent: str | None = None
+    scopes: tuple[str, ...] = ()
+    tier: str | None = None
+    payer: str | None = None
+    network: str | None = None
+    amount: str | None = None
+    asset: str | None = None
+    transaction: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, ())}
+
+
+def identity_of(scope: Any) -> Identity | None:
+    """The identity the policy middleware established for this request (``scope`` or a Starlette request)."""
+    state = getattr(scope, "scope", scope).get("state", {})
+    found = state.get(STATE_KEY)
+    return found if isinstance(found, Identity) else None
