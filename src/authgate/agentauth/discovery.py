@@ -12,6 +12,7 @@ issuers listed in ``local`` (our own roles) never touch the network.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ import httpx
 from authgate.agentauth import wire
 from authgate.agentauth.errors import TokenProblem
 from authgate.agentauth.tokens import KeyResolver, PublicKey, import_public_jwk
+from authgate.net.fetch import Fetcher, FetchError
 
 FetchJSON = Callable[[str], Awaitable[Any]]
 MAX_DOCUMENT = 64 * 1024
@@ -43,6 +45,26 @@ def httpx_fetcher(client: httpx.AsyncClient, *, timeout: float = 5.0) -> FetchJS
             raise FetchFailed(f"status {response.status_code}")
         try:
             return response.json()
+        except ValueError as exc:
+            raise FetchFailed("not JSON") from exc
+
+    return fetch
+
+
+def fetcher_json(fetcher: Fetcher) -> FetchJSON:
+    """``fetch_json`` through the SSRF-guarded :class:`authgate.net.Fetcher` (https only; no private, loopback or
+    link-local targets unless it allows loopback; no redirects; bounded size and time). Use it wherever the
+    issuer comes from a token an untrusted party sent (agent tokens name any agent provider)."""
+
+    async def fetch(url: str) -> Any:
+        try:
+            response = await fetcher.get(url, max_bytes=MAX_DOCUMENT)
+        except FetchError as exc:
+            raise FetchFailed(str(exc)) from exc
+        if response.status != 200:
+            raise FetchFailed(f"status {response.status}")
+        try:
+            return json.loads(response.body)
         except ValueError as exc:
             raise FetchFailed("not JSON") from exc
 

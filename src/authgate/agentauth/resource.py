@@ -1,7 +1,7 @@
 """Protecting an API with Agent Auth (-11 §3.2-§3.5, §4.4; authgate profile): a pure ASGI middleware.
 
     app = AgentAuthResource(api, resource_id="https://api.example", signer=Signer(kid, key),
-                            trusted_person_servers=["https://ps.example"], fetch_json=httpx_fetcher(client),
+                            trusted_person_servers=["https://ps.example"],
                             rules=[require("/notes/*", "agent"), require("/orders/*", "auth", "orders:write")],
                             scope_descriptions={"orders:write": "Place orders"})
 
@@ -18,7 +18,9 @@ set needed, bound to the signer's key thumbprint and to the presented token's ``
 ``scope["state"]["agentauth"]``.
 
 Serves ``/.well-known/aauth-resource.json`` (``issuer``, ``jwks_uri``, ``scope_descriptions``, ``access_mode``,
-``signature_window``) and its JWKS. The ``@authority`` is checked against ``canonical_authorities`` (behind a
+``signature_window``) and its JWKS. Issuer documents are fetched through the SSRF-guarded
+:class:`authgate.net.Fetcher` unless ``fetch_json`` replaces it (agent tokens may name any provider;
+``trusted_agent_providers`` narrows that). The ``@authority`` is checked against ``canonical_authorities`` (behind a
 TLS-terminating proxy list the public host); ``X-Forwarded-*`` is never read. Imports nothing of the server.
 """
 
@@ -33,11 +35,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authgate.agentauth import wire
-from authgate.agentauth.discovery import FetchJSON, IssuerKeys
+from authgate.agentauth.discovery import FetchJSON, IssuerKeys, fetcher_json
 from authgate.agentauth.errors import Problem, TokenProblem
 from authgate.agentauth.signing import Caller, scope_headers, scope_target, verify_signed
 from authgate.agentauth.tokens import PublicKey, Signer, base_claims, public_jwk, scopes_of
 from authgate.crypto.httpsig import SignatureError
+from authgate.net.fetch import Fetcher
 
 if TYPE_CHECKING:
     from authgate.agentauth.replay import ReplayCache
@@ -70,7 +73,8 @@ def require(path: str, need: Need, *scopes: str, methods: Iterable[str] | None =
 
 class AgentAuthResource:
     def __init__(self, app: ASGIApp, *, resource_id: str, signer: Signer, rules: Sequence[Rule],
-                 fetch_json: FetchJSON, trusted_person_servers: Iterable[str] = (),
+                 fetch_json: FetchJSON | None = None, trusted_person_servers: Iterable[str] = (),
+                 trusted_agent_providers: Iterable[str] | None = None,
                  scope_descriptions: Mapping[str, str] | None = None, canonical_authorities: Sequence[str] = (),
                  replay: ReplayCache | None = None, clock: Callable[[], float] = time.time, window: int = 60,
                  resource_token_ttl: int = 300, allow_http_loopback: bool = False,
@@ -88,7 +92,10 @@ class AgentAuthResource:
         self.resource_token_ttl = min(resource_token_ttl, 300)
         self.allow_http = allow_http_loopback
         self.is_revoked = is_revoked
-        self.keys = IssuerKeys(fetch_json, clock=clock)
+        #: None: agents of any provider (open federation, -11); else only these agent providers.
+        self.agent_providers = frozenset(trusted_agent_providers) if trusted_agent_providers is not None else None
+        fetch = fetch_json or fetcher_json(Fetcher(allow_loopback=allow_http_loopback))
+        self.keys = IssuerKeys(fetch, clock=clock)
 
     # -- documents ----------------------------------------------------------------------------------------
 
@@ -147,6 +154,8 @@ class AgentAuthResource:
     async def _resolve(self, iss: str, dwk: str, kid: str | None) -> PublicKey | None:
         if dwk in (wire.DWK_PERSON, wire.DWK_ACCESS) and iss not in self.trusted:
             raise TokenProblem(wire.SIG_INVALID_JWT, "person/auth token from an issuer this resource does not trust")
+        if dwk == wire.DWK_AGENT and self.agent_providers is not None and iss not in self.agent_providers:
+            raise TokenProblem(wire.SIG_INVALID_JWT, "agent token from a provider this resource does not accept")
         return await self.keys.resolve(iss, dwk, kid)
 
     async def _revoked(self, iss: str, jti: str) -> bool:

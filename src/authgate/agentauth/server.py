@@ -8,13 +8,12 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from authgate.agentauth import wire
-from authgate.agentauth.discovery import FetchFailed, FetchJSON, IssuerKeys
+from authgate.agentauth.discovery import IssuerKeys, fetcher_json
 from authgate.agentauth.errors import Problem, TokenProblem
 from authgate.agentauth.keys import AgentAuthKeys
 from authgate.agentauth.replay import DatabaseReplayCache
@@ -25,30 +24,9 @@ from authgate.crypto.httpsig import SignatureError
 from authgate.errors import OAuthError
 from authgate.httputil import read_body
 from authgate.net import Fetcher
-from authgate.net.fetch import FetchError
 
 log = logging.getLogger("authgate.agentauth")
 MAX_BODY = 32 * 1024
-
-
-def fetcher_json(fetcher: Fetcher) -> FetchJSON:
-    """``fetch_json`` through the SSRF-guarded server fetcher (https only; loopback only if configured)."""
-
-    async def fetch(url: str) -> Any:
-        try:
-            response = await fetcher.get(url, max_bytes=64 * 1024)
-        except FetchError as exc:
-            raise FetchFailed(str(exc)) from exc
-        if response.status != 200:
-            raise FetchFailed(f"status {response.status}")
-        try:
-            import json
-
-            return json.loads(response.body)
-        except ValueError as exc:
-            raise FetchFailed("not JSON") from exc
-
-    return fetch
 
 
 class AgentAuthServer:
