@@ -55,6 +55,15 @@ class Settings:
     code_ttl: int = 60
     client_secret_ttl: int = 0  # 0 = secrets never expire (what MCP clients can live with)
 
+    # -- RFC 8693 token exchange (authgate.oauth.token_exchange) ------------------------------------------
+    #: Longest life of an exchanged token (seconds); it never outlives the subject token either.
+    token_exchange_ttl: int = 300
+    #: Resource URI -> client_ids that serve it (its resource server or gateway). Such a client may exchange
+    #: tokens whose ``aud`` is that resource; any client may exchange tokens issued to itself.
+    token_exchange_actors: dict[str, Any] = field(default_factory=dict)
+    #: Most actors an exchanged token's ``act`` chain may hold (each exchange adds one).
+    token_exchange_max_chain: int = 4
+
     #: Development only: approve every authorization request as ``auto_approve_subject`` with no person.
     auto_approve: bool = False
     auto_approve_subject: str = "dev-user"
@@ -233,6 +242,7 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
         if not set(self.default_scopes) <= set(self.scopes):
             raise ConfigError("default_scopes must be a subset of scopes")
+        _validate_token_exchange(self)
         _validate_delivery(self)
         _validate_aauth_identity(self)
         _validate_aauth_grant(self)
@@ -240,6 +250,21 @@ class Settings:
         _validate_x402_chain(self)
         _validate_x402_facilitator(self)
         return self
+
+
+def _validate_token_exchange(s: Settings) -> None:
+    """The token-exchange block of :meth:`Settings.validate`."""
+    if not 0 < s.token_exchange_ttl <= 3600:
+        raise ConfigError("token_exchange_ttl must be between 1 and 3600 seconds")
+    if not 1 <= s.token_exchange_max_chain <= 16:
+        raise ConfigError("token_exchange_max_chain must be between 1 and 16")
+    for resource, clients in s.token_exchange_actors.items():
+        parts = urlsplit(resource) if isinstance(resource, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+            raise ConfigError(f"token_exchange_actors: {resource!r} must be an absolute http(s) resource URI")
+        if (not isinstance(clients, list | tuple) or not clients
+                or not all(isinstance(c, str) and 0 < len(c) <= 2048 for c in clients)):
+            raise ConfigError(f"token_exchange_actors[{resource!r}] must be a non-empty list of client_ids")
 
 
 _CHANNELS = ("email", "sms", "webhook", "console")

@@ -40,6 +40,7 @@ from authgate.oauth.metadata import (
     CIBA_GRANT_TYPE,
     CLIENT_AUTH_METHODS,
     GRANT_TYPES,
+    TOKEN_EXCHANGE_GRANT_TYPE,
 )
 
 DEFAULT_AUTH_METHOD = "client_secret_basic"
@@ -85,7 +86,7 @@ def validate_client_metadata(request: Mapping[str, Any], settings: Settings) -> 
         redirect_uris = check_redirect_uris(request.get("redirect_uris"), required=False)
         if redirect_uris:
             out["redirect_uris"] = redirect_uris
-    for confidential_only in ("client_credentials", CIBA_GRANT_TYPE, AAUTH_GRANT_TYPE):
+    for confidential_only in ("client_credentials", CIBA_GRANT_TYPE, AAUTH_GRANT_TYPE, TOKEN_EXCHANGE_GRANT_TYPE):
         if confidential_only in grant_types and auth_method == "none":
             raise InvalidClientMetadata(f"{confidential_only} requires a confidential client (not method none)")
 

@@ -15,7 +15,10 @@ from authgate.config import Settings
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 AAUTH_GRANT_TYPE = aauth_wire.GRANT_TYPE
-GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials", CIBA_GRANT_TYPE, AAUTH_GRANT_TYPE]
+#: RFC 8693 token exchange (authgate.oauth.token_exchange); confidential clients only.
+TOKEN_EXCHANGE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials", CIBA_GRANT_TYPE, AAUTH_GRANT_TYPE,
+               TOKEN_EXCHANGE_GRANT_TYPE]
 ASSERTION_ALGS = ["ES256", "RS256", "PS256", "EdDSA", "Ed25519"]
 
 

@@ -31,7 +31,7 @@ from authgate.oauth.authorize import AUTHORIZATION_CODE
 from authgate.oauth.ciba import ciba_grant
 from authgate.oauth.client_auth import authenticate_client
 from authgate.oauth.clients import Client
-from authgate.oauth.metadata import AAUTH_GRANT_TYPE, CIBA_GRANT_TYPE
+from authgate.oauth.metadata import AAUTH_GRANT_TYPE, CIBA_GRANT_TYPE, TOKEN_EXCHANGE_GRANT_TYPE
 from authgate.oauth.pkce import verifier_matches
 from authgate.oauth.policy import (
     allowed_scopes,
@@ -41,6 +41,7 @@ from authgate.oauth.policy import (
     parse_scope,
     require_single,
 )
+from authgate.oauth.token_exchange import token_exchange_grant
 from authgate.oauth.tokens import REFRESH_TOKEN, Grant, issue_tokens, new_grant_id
 from authgate.store import Artifact
 
@@ -160,6 +161,7 @@ GRANTS: dict[str, GrantHandler] = {
     "refresh_token": refresh_token_grant,
     "client_credentials": client_credentials_grant,
     CIBA_GRANT_TYPE: ciba_grant,
+    TOKEN_EXCHANGE_GRANT_TYPE: token_exchange_grant,
 }
 REQUEST_GRANTS: dict[str, RequestGrantHandler] = {
     AAUTH_GRANT_TYPE: agent_authorization_grant,
