@@ -108,3 +108,13 @@ async def test_hostile_bodies(world: World) -> None:  # noqa: F811
     r = await w.http.post(PS + "/agentauth/person-token", content=b"{}", headers={
         "Signature-Input": "sig=(", "Signature": "sig=:!!:", "Signature-Key": "sig=jwt;jwt=1"})
     assert r.status_code == 401 and "signature-error" in r.headers
+
+
+async def test_an_agent_cannot_flood_its_person(world: World) -> None:  # noqa: F811
+    from authgate.agentauth.person import MAX_PENDING_PER_AGENT
+
+    for _ in range(MAX_PENDING_PER_AGENT):
+        assert (await ask(world, ["interaction"])).status_code == 202
+    r = await ask(world, ["interaction"])
+    assert r.status_code == 429 and r.json()["error"] == "slow_down" and r.headers["retry-after"] == "30"
+    assert len(await world.ctx.approvals.pending_for(world.owner)) == MAX_PENDING_PER_AGENT

@@ -38,6 +38,7 @@ PENDING = "aa_pending"
 CODE = "aa_code"
 APPROVAL_KIND = "agentauth_consent"
 MAX_SCOPES = 32
+MAX_PENDING_PER_AGENT = 5
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d{1,4})(?:$|[;,\s])")
@@ -196,6 +197,12 @@ class PersonServer:
             await self.store.audit("agentauth.consent_unreachable", client_id=agent.agent_id, subject=agent.owner,
                                    **audit)
             raise Problem(403, wire.E_USER_UNREACHABLE, "the person cannot be reached and the agent cannot interact")
+        # Bound what one agent can put in front of its person: a few open requests at a time.
+        waiting = [a for a in await srv.ctx.approvals.pending_for(agent.owner)
+                   if a.kind == APPROVAL_KIND and a.client_id == agent.agent_id]
+        if len(waiting) >= MAX_PENDING_PER_AGENT:
+            raise Problem(429, "slow_down", "this agent already has requests waiting for the person",
+                          headers={"Retry-After": "30"})
         justification = body.get("justification")
         reason = justification if isinstance(justification, str) else None
         ttl = min(srv.settings.agentauth_pending_ttl, srv.settings.approvals_max_ttl)
