@@ -26,6 +26,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -463,7 +464,7 @@ async def verify_request(
     if scheme_token not in schemes:
         raise SignatureError(UNSUPPORTED_SCHEME, "Signature-Key scheme not accepted here",
                              reason="unsupported_scheme", accept_schemes=schemes)
-    skey = SignatureKey(label=label, scheme=str(scheme_token), params=sk_params, raw=sk)
+    skey = SignatureKey(label=label, scheme=str(scheme_token), params=MappingProxyType(sk_params), raw=sk)
 
     # 5. key, 6. algorithm
     resolved = await resolve_key(skey)
