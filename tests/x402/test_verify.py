@@ -26,6 +26,12 @@ TOKEN = localchain.TOKEN_ADDRESS
 
 
 @pytest.fixture
+def backend() -> str:
+    """Verification answers do not depend on the database: SQLite only here (settlement runs on both)."""
+    return "sqlite"
+
+
+@pytest.fixture
 async def chain() -> AsyncIterator[EmbeddedChain]:
     c = EmbeddedChain()
     yield c
