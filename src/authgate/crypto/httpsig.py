@@ -108,6 +108,7 @@ _FAST_INPUT = re.compile(
     rf"({_KEY_RE})=(\(((?:{_STR_RE}(?: {_STR_RE})*)?)\)((?:;{_KEY_RE}=(?:{_INT_RE}|{_STR_RE}))*))")
 _FAST_PARAM = re.compile(rf';({_KEY_RE})=({_INT_RE}|{_STR_RE})')
 _FAST_SIG = re.compile(rf"({_KEY_RE})=:([A-Za-z0-9+/_\-]*={{0,2}}):")
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _KEY_CACHE: dict[str, dict[str, sfv.Member]] = {}
 _KEY_CACHE_MAX = 1024
 # RFC 9421 §6.2 algorithm names a signer might still put in the (forbidden but tolerated) `alg` parameter.
@@ -335,7 +336,7 @@ def _verify(vk: VerificationKey, signature: bytes, message: bytes, accept_der: b
             der, was_der = signature, True
         else:
             return False, False
-        vk.key.verify(der, message, ec.ECDSA(hashes.SHA256()))
+        vk.key.verify(der, message, _ECDSA_SHA256)
         return True, was_der
     except InvalidSignature:
         return False, False
