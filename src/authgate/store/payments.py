@@ -136,9 +136,10 @@ class PaymentRepository:
                                   tx_hash=tx_hash)
 
     async def mark_settled(self, payment_id: str, tx_hash: str) -> bool:
-        """pending/submitted → settled with the mined hash (idempotent for concurrent observers)."""
+        """→ settled with the mined hash (idempotent for concurrent observers). Also from ``failed``: a successful
+        receipt with the matching transfer log is proof, e.g. of a transaction given up for lost that was mined."""
         c = t.x402_payments.c
-        return await self._update(payment_id, [c.status.in_((PENDING, SUBMITTED))], status=SETTLED,
+        return await self._update(payment_id, [c.status != SETTLED], status=SETTLED,
                                   tx_hash=tx_hash, settled_at=self._now(), error_reason=None, error_message=None)
 
     async def mark_failed(self, payment_id: str, reason: str, message: str | None, tx_hash: str | None) -> bool:
