@@ -1,0 +1,336 @@
+"""The gateway in process: header handling (RFC 9110 hop-by-hop, credentials, forged identity), identity
+signatures, failures (502/504/413), the status rule of the combined challenge, AAuth tiers, and x402
+settlement only after the upstream answered below 400 (upfront for streaming routes).
+
+OAuth tokens here come from a table-driven verifier (JWT verification itself is covered by tests/unit and the
+interop tests); payments from a recording facilitator (the chain is covered by tests/x402 and the interop test).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as StarletteRoute
+
+from authgate.gateway import IdentityError, Proxy, gateway_config_from_dict, identity_headers, verify_identity
+from authgate.policy import X402, AAuth, OAuth, Policy, PolicyError, PolicyMiddleware, Public, Route
+from authgate.resource import BearerGuard, ProtectedResource
+from authgate.resource.verifier import AccessClaims, TokenRejected, VerifierUnavailable
+from authgate.x402 import wire
+
+API = "https://api.test"
+SECRET = b"s" * 32
+PAYEE = "0x" + "ab" * 20
+PAYER = "0x" + "cd" * 20
+ASSET = "0x" + "ef" * 20
+NETWORK = "eip155:84532"
+
+
+class TableVerifier:
+    """Tokens -> claims; ``"down"`` means the AS keys are unreachable."""
+
+    audience = API
+
+    def __init__(self, tokens: dict[str, dict[str, Any]]) -> None:
+        self.tokens = tokens
+
+    async def verify(self, token: str) -> AccessClaims:
+        if token == "down":
+            raise VerifierUnavailable("no keys")
+        if token not in self.tokens:
+            raise TokenRejected("bad_signature")
+        c = {"iss": "https://as.test", "aud": API, "client_id": "bot", "jti": token, **self.tokens[token]}
+        now = int(time.time())
+        return AccessClaims(subject=c["sub"], client_id=c["client_id"], scopes=frozenset(c["scope"].split()),
+                            audience=API, issuer=c["iss"], expires_at=now + 60, issued_at=now, token_id=token,
+                            claims=MappingProxyType(c))
+
+
+@dataclass
+class RecordingFacilitator:
+    valid: bool = True
+    verified: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+
+    async def verify(self, payload: wire.PaymentPayload, requirements: wire.PaymentRequirements) -> wire.VerifyResponse:
+        self.verified.append(requirements.amount)
+        return wire.VerifyResponse(is_valid=self.valid, payer=PAYER,
+                                   invalid_reason=None if self.valid else "invalid_exact_evm_payload_signature")
+
+    async def settle(self, payload: wire.PaymentPayload, requirements: wire.PaymentRequirements) -> wire.SettleResponse:
+        self.settled.append(requirements.amount)
+        return wire.SettleResponse(success=True, transaction="0x" + "11" * 32, network=requirements.network,
+                                   payer=PAYER)
+
+
+@dataclass
+class Upstream:
+    seen: list[Request] = field(default_factory=list)
+    status: int = 200
+
+    async def echo(self, request: Request) -> Response:
+        self.seen.append(request)
+        await request.body()
+        return JSONResponse({"ok": True}, status_code=self.status,
+                            headers={"Keep-Alive": "timeout=5", "Connection": "x-secret", "X-Secret": "1",
+                                     "X-Kept": "yes"})
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[StarletteRoute("/{path:path}", self.echo, methods=["GET", "POST", "HEAD"])])
+
+
+TOKENS = {"reader": {"sub": "alice", "scope": "weather:read"},
+          "nobody": {"sub": "bob", "scope": "other"},
+          "pii": {"sub": "cust-1", "scope": "orders:read", "amr": ["pii"], "act": {"sub": "voice-agent"}},
+          "oob": {"sub": "cust-1", "scope": "orders:read", "amr": ["pii", "oob"], "act": {"sub": "voice-agent"}},
+          "plain": {"sub": "cust-1", "scope": "orders:read"}}
+
+
+def offer(flow: str = "authorization") -> X402:
+    return X402("10000", PAYEE, NETWORK, asset=ASSET, asset_name="Test", asset_version="1", flow=flow)  # type: ignore[arg-type]
+
+
+POLICY = Policy((
+    Route("/health", (Public(),)),
+    Route("/weather", (OAuth(("weather:read",)), offer())),
+    Route("/paid", (offer(), OAuth(("weather:read",)))),
+    Route("/stream", (offer("upfront"),), stream=True),
+    Route("/orders/low", (AAuth("pii", ("orders:read",)),)),
+    Route("/orders/high", (AAuth("oob", ("orders:read",)),)),
+))
+
+
+@dataclass
+class Gateway:
+    http: httpx.AsyncClient
+    upstream: Upstream
+    facilitator: RecordingFacilitator
+    proxy: Proxy
+
+
+@pytest.fixture
+async def gw() -> AsyncIterator[Gateway]:
+    upstream = Upstream()
+    proxy = Proxy("http://upstream.test", identity_secret=SECRET, transport=httpx.ASGITransport(app=upstream.app()))
+    resource = ProtectedResource(resource=API, authorization_servers=["https://as.test"])
+    facilitator = RecordingFacilitator()
+    app = PolicyMiddleware(proxy, POLICY, bearer=BearerGuard(TableVerifier(TOKENS), resource),
+                           facilitator=facilitator, base_url=API)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("10.0.0.9", 4000)),
+                                 base_url=API) as http:
+        yield Gateway(http, upstream, facilitator, proxy)
+    await proxy.aclose()
+
+
+def payment(requirements: wire.PaymentRequirements) -> str:
+    return wire.PaymentPayload(x402_version=2, accepted=requirements, payload={
+        "signature": "0x" + "00" * 65, "authorization": {"from": PAYER, "to": PAYEE, "value": requirements.amount,
+                                                         "validAfter": "0", "validBefore": "9999999999",
+                                                         "nonce": "0x" + "22" * 32}}).to_header()
+
+
+def offered(response: httpx.Response) -> wire.PaymentRequirements:
+    return wire.PaymentRequired.from_header(response.headers["payment-required"]).accepts[0]
+
+
+async def test_credentials_hop_by_hop_and_forged_identity_never_reach_the_upstream(gw: Gateway) -> None:
+    r = await gw.http.get("/weather?x=1", headers={
+        "Authorization": "Bearer reader", "Connection": "keep-alive, x-hop", "X-Hop": "1", "Keep-Alive": "5",
+        "TE": "trailers", "Upgrade": "h2c", "Proxy-Authorization": "Basic eA==", "Signature": "sig=:AA==:",
+        "Signature-Input": "sig=()", "Signature-Key": "sig=jwt", "Content-Digest": "sha-256=:AA==:",
+        "PAYMENT-SIGNATURE": "e30=", "X-PAYMENT": "e30=", "AAuth-Mission": "m", "X-Authgate-Subject": "root",
+        "x-authgate-signature": "v1=forged", "X-Forwarded-Proto": "https", "X-Forwarded-For": "1.2.3.4",
+        "Cookie": "a=b", "Accept": "application/json"})
+    assert r.status_code == 200, r.text
+    seen = gw.upstream.seen[-1].headers
+    names = set(seen.keys())
+    for name in ("authorization", "connection", "x-hop", "keep-alive", "te", "upgrade", "proxy-authorization",
+                 "signature", "signature-input", "signature-key", "content-digest", "payment-signature",
+                 "x-payment", "aauth-mission"):
+        assert name not in names, name
+    assert seen.getlist("x-authgate-subject") == ["alice"]
+    assert seen["accept"] == "application/json" and seen["cookie"] == "a=b"
+    assert seen["via"] == "1.1 authgate" and seen["host"] == "upstream.test"
+    assert seen["x-forwarded-for"] == "1.2.3.4, 10.0.0.9" and seen.getlist("x-forwarded-proto") == ["https"]
+    assert seen["x-forwarded-host"] == "api.test"
+    who = verify_identity(seen.items(), method="GET", target="/weather?x=1", secret=SECRET)
+    assert who == {"mechanism": "oauth", "subject": "alice", "agent": "bot", "scopes": ("weather:read",)}
+    # the upstream's own hop-by-hop headers stay on its hop
+    assert "x-secret" not in r.headers and "keep-alive" not in r.headers and r.headers["x-kept"] == "yes"
+    assert r.headers["via"] == "1.1 authgate"
+
+
+async def test_cookies_are_stripped_when_configured() -> None:
+    upstream = Upstream()
+    proxy = Proxy("http://upstream.test", identity="plain", strip_cookies=True,
+                  transport=httpx.ASGITransport(app=upstream.app()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=proxy), base_url=API) as http:
+        await http.get("/x", headers={"Cookie": "session=1"})
+    await proxy.aclose()
+    seen = upstream.seen[-1].headers
+    assert "cookie" not in seen
+    assert seen["x-authgate-mechanism"] == "public" and "x-authgate-signature" not in seen  # plain mode
+
+
+def test_identity_signature_binds_every_field_the_request_and_the_time() -> None:
+    fields = {"mechanism": "oauth", "subject": "zoë ünïcode", "scopes": ("a", "b")}
+    headers = identity_headers(fields, method="GET", target="/a?b=1", secret=SECRET, now=1000)
+    assert verify_identity(headers, method="GET", target="/a?b=1", secret=SECRET, now=1010) == \
+        {"mechanism": "oauth", "subject": "zoë ünïcode", "scopes": ("a", "b")}
+    assert all(v.isascii() for _, v in headers)
+    for tampered, kwargs, message in [
+        ([(k, "mallory" if k == "X-Authgate-Subject" else v) for k, v in headers], {}, "does not verify"),
+        ([*headers, ("X-Authgate-Tier", "oob")], {}, "does not verify"),
+        ([(k, v) for k, v in headers if k != "X-Authgate-Scopes"], {}, "does not verify"),
+        (headers, {"method": "POST"}, "does not verify"),
+        (headers, {"target": "/a?b=2"}, "does not verify"),
+        (headers, {"secret": b"t" * 32}, "does not verify"),
+        (headers, {"now": 1100}, "stale"),
+        ([(k, v) for k, v in headers if k != "X-Authgate-Signature"], {}, "no signed identity"),
+        ([*headers, ("X-Authgate-Role", "admin")], {}, "unexpected identity header x-authgate-role"),
+    ]:
+        args: dict[str, Any] = {"method": "GET", "target": "/a?b=1", "secret": SECRET, "now": 1010, **kwargs}
+        with pytest.raises(IdentityError, match=message):
+            verify_identity(tampered, **args)
+
+
+async def test_upstream_failures_are_502_and_504_json() -> None:
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    for transport, status, error in [
+        (httpx.MockTransport(timeout), 504, "upstream_timeout"),
+        (None, 502, "upstream_unavailable"),  # nothing listens on port 9 of loopback
+    ]:
+        proxy = Proxy("http://127.0.0.1:9", identity="plain", transport=transport)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=proxy), base_url=API) as http:
+            r = await http.get("/x")
+        await proxy.aclose()
+        assert r.status_code == status and r.json()["error"] == error
+
+
+async def test_request_body_limit() -> None:
+    upstream = Upstream()
+    proxy = Proxy("http://upstream.test", identity="plain", max_body=10,
+                  transport=httpx.ASGITransport(app=upstream.app()))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"abcd"
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=proxy), base_url=API) as http:
+        declared = await http.post("/declared", content=b"x" * 11)
+        streamed = await http.post("/streamed", content=chunks())
+        fits = await http.post("/fits", content=b"x" * 10)
+    await proxy.aclose()
+    assert declared.status_code == 413 and streamed.status_code == 413 and fits.status_code == 200
+    # a declared length over the limit never leaves the gateway; a streamed body is cut off when it crosses it
+    assert "/declared" not in [r.url.path for r in upstream.seen]
+
+
+async def test_status_rule_of_the_combined_challenge(gw: Gateway) -> None:
+    oauth_first = await gw.http.get("/weather")
+    assert oauth_first.status_code == 401
+    assert oauth_first.headers["www-authenticate"] == (
+        f'Bearer resource_metadata="{API}/.well-known/oauth-protected-resource", scope="weather:read"')
+    assert offered(oauth_first).amount == "10000"
+    pay_first = await gw.http.get("/paid")
+    assert pay_first.status_code == 402 and pay_first.json()["accepted"] == ["x402", "oauth"]
+    assert pay_first.headers["www-authenticate"].startswith("Bearer resource_metadata=")
+    # a presented credential that fails decides the status, and the other ways in are still advertised
+    scope = await gw.http.get("/paid", headers={"Authorization": "Bearer nobody"})
+    assert scope.status_code == 403 and 'error="insufficient_scope"' in scope.headers["www-authenticate"]
+    assert "payment-required" in scope.headers
+    bad = await gw.http.get("/weather", headers={"Authorization": "Bearer forged"})
+    assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
+    malformed = await gw.http.get("/weather", headers={"Authorization": "Bearer a b"})
+    assert malformed.status_code == 400
+    down = await gw.http.get("/weather", headers={"Authorization": "Bearer down"})
+    assert down.status_code == 503 and down.headers["retry-after"] == "5"
+    head = await gw.http.head("/weather")
+    assert head.status_code == 401 and head.content == b""
+    assert gw.upstream.seen == []
+
+
+async def test_unmatched_routes_and_public_routes(gw: Gateway) -> None:
+    assert (await gw.http.get("/health")).status_code == 200
+    denied = await gw.http.get("/admin")
+    assert denied.status_code == 403 and denied.json()["error"] == "access_denied"
+    metadata = (await gw.http.get("/.well-known/oauth-protected-resource")).json()
+    assert metadata["resource"] == API and metadata["authorization_servers"] == ["https://as.test"]
+
+
+async def test_aauth_tiers(gw: Gateway) -> None:
+    assert (await gw.http.get("/orders/low", headers={"Authorization": "Bearer pii"})).status_code == 200
+    who = verify_identity(gw.upstream.seen[-1].headers.items(), method="GET", target="/orders/low", secret=SECRET)
+    assert who == {"mechanism": "aauth", "subject": "cust-1", "agent": "voice-agent", "scopes": ("orders:read",),
+                   "tier": "pii"}
+    assert (await gw.http.get("/orders/high", headers={"Authorization": "Bearer oob"})).status_code == 200
+    low = await gw.http.get("/orders/high", headers={"Authorization": "Bearer pii"})
+    assert low.status_code == 401
+    assert 'error="insufficient_user_authentication"' in low.headers["www-authenticate"]
+    not_aauth = await gw.http.get("/orders/low", headers={"Authorization": "Bearer plain"})
+    assert not_aauth.status_code == 401 and "insufficient_user_authentication" in not_aauth.text
+
+
+async def test_payment_settles_only_after_the_upstream_answered_below_400(gw: Gateway) -> None:
+    requirements = offered(await gw.http.get("/weather"))
+    gw.upstream.status = 500
+    failed = await gw.http.get("/weather", headers={"PAYMENT-SIGNATURE": payment(requirements)})
+    assert failed.status_code == 500 and "payment-response" not in failed.headers
+    assert gw.facilitator.verified == ["10000"] and gw.facilitator.settled == []
+    gw.upstream.status = 200
+    ok = await gw.http.get("/weather", headers={"PAYMENT-SIGNATURE": payment(requirements)})
+    assert ok.status_code == 200 and gw.facilitator.settled == ["10000"]
+    assert wire.SettleResponse.from_header(ok.headers["payment-response"]).success
+    who = verify_identity(gw.upstream.seen[-1].headers.items(), method="GET", target="/weather", secret=SECRET)
+    assert who == {"mechanism": "x402", "payer": PAYER, "network": NETWORK, "amount": "10000", "asset": ASSET}
+    assert "payment-signature" not in gw.upstream.seen[-1].headers
+
+
+async def test_a_refused_payment_gets_the_402_with_the_other_challenges(gw: Gateway) -> None:
+    requirements = offered(await gw.http.get("/weather"))
+    gw.facilitator.valid = False
+    r = await gw.http.get("/weather", headers={"PAYMENT-SIGNATURE": payment(requirements)})
+    assert r.status_code == 402
+    assert wire.PaymentRequired.from_header(r.headers["payment-required"]).error == \
+        "invalid_exact_evm_payload_signature"
+    assert r.headers["www-authenticate"].startswith("Bearer resource_metadata=")
+    assert gw.upstream.seen == [] and gw.facilitator.settled == []
+
+
+async def test_streaming_routes_settle_upfront_and_forward_the_transaction(gw: Gateway) -> None:
+    requirements = offered(await gw.http.get("/stream"))
+    assert requirements.extra.get("paymentFlow") == "upfront"
+    r = await gw.http.get("/stream", headers={"PAYMENT-SIGNATURE": payment(requirements)})
+    assert r.status_code == 200 and gw.facilitator.settled == ["10000"]
+    who = verify_identity(gw.upstream.seen[-1].headers.items(), method="GET", target="/stream", secret=SECRET)
+    assert who["transaction"] == "0x" + "11" * 32
+
+
+def test_gateway_file_errors() -> None:
+    base: dict[str, Any] = {"gateway": {"upstream": "http://127.0.0.1:8080", "public_url": API,
+                                        "identity_secret_env": "S"},
+                            "routes": [{"path": "/a", "allow": [{"mechanism": "oauth"}]}]}
+    env = {"S": "x" * 32}
+    with pytest.raises(PolicyError, match=r"^gw.toml: routes use oauth but there is no \[oauth\] section$"):
+        gateway_config_from_dict(base, source="gw.toml", env=env)
+    with pytest.raises(PolicyError, match=r"^gw.toml: \[gateway\]: the identity secret must be at least 32 bytes$"):
+        gateway_config_from_dict(base, source="gw.toml", env={"S": "short"})
+    with pytest.raises(PolicyError, match=r"^gw.toml: \[gateway\]: identity_secret_env: \$S is not set$"):
+        gateway_config_from_dict(base, source="gw.toml", env={})
+    with pytest.raises(PolicyError, match=r"^gw.toml: \[oauth\]: unknown field 'isuer' \(expected issuer, "):
+        gateway_config_from_dict({**base, "oauth": {"isuer": "x"}}, source="gw.toml", env=env)
+    with pytest.raises(PolicyError, match=r"^gw.toml: \[gateway\]: upstream: required, an absolute http\(s\) URL$"):
+        gateway_config_from_dict({**base, "gateway": {"public_url": API}}, source="gw.toml", env=env)
+    config = gateway_config_from_dict({**base, "oauth": {"issuer": "https://as.test"}}, source="gw.toml", env=env)
+    assert config.identity_secret == b"x" * 32 and "x" * 32 not in repr(config)
