@@ -661,6 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_audit)
 
+    from authgate.gateway.cli import add_parser as add_gateway_parser
+
+    add_gateway_parser(sub)
+
     p = sub.add_parser("facilitator", help="run the x402 facilitator alone (/verify, /settle, /supported)")
     _server_args(p)
     p.set_defaults(func=cmd_facilitator)

@@ -1,0 +1,83 @@
+"""``authgate gateway``: ``--check`` on good and bad files, and the real command serving in front of an upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from authgate.cli import main
+from tests.servers import free_port, serve
+
+FILE = """
+[gateway]
+upstream = "{upstream}"
+public_url = "http://127.0.0.1:{port}"
+identity = "plain"
+
+[oauth]
+issuer = "https://as.example"
+
+[[routes]]
+path = "/public/*"
+  [[routes.allow]]
+  mechanism = "public"
+
+[[routes]]
+path = "/private"
+  [[routes.allow]]
+  mechanism = "oauth"
+  scopes = ["{scope}"]
+"""
+
+
+def test_check_accepts_a_good_file_and_names_the_error_in_a_bad_one(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "gw.toml"
+    good.write_text(FILE.format(upstream="http://127.0.0.1:1", port=8080, scope="notes:read"))
+    assert main(["gateway", "--config", str(good), "--check"]) == 0
+    assert capsys.readouterr().out == f"{good}: ok (2 routes; oauth, public; upstream http://127.0.0.1:1)\n"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(FILE.format(upstream="http://127.0.0.1:1", port=8080, scope="notes read"))
+    assert main(["gateway", "--config", str(bad), "--check"]) == 2
+    assert capsys.readouterr().err == (f"authgate gateway: {bad}: routes[1] (* /private): allow[0] (oauth): scopes: "
+                                       "invalid scope token: 'notes read'\n")
+
+
+async def test_the_command_proxies_to_the_upstream(tmp_path: Path) -> None:
+    async def hello(request: Request) -> JSONResponse:
+        return JSONResponse({"path": request.url.path, "mechanism": request.headers.get("x-authgate-mechanism"),
+                             "authorization": request.headers.get("authorization")})
+
+    up_port, gw_port = free_port(), free_port()
+    path = tmp_path / "gw.toml"
+    path.write_text(FILE.format(upstream=f"http://127.0.0.1:{up_port}", port=gw_port, scope="notes:read"))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "authgate.cli", "gateway", "--config", str(path), "--port", str(gw_port),
+        "--log-level", "warning", stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        async with serve(Starlette(routes=[Route("/{p:path}", hello)]), up_port):
+            assert process.stdout is not None
+            banner = await asyncio.wait_for(process.stdout.readline(), 30)
+            assert banner.decode().startswith(f"authgate gateway on http://127.0.0.1:{gw_port}")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw_port}") as http:
+                for _ in range(100):
+                    try:
+                        r = await http.get("/public/a", headers={"Authorization": "Bearer x"})
+                        break
+                    except httpx.ConnectError:
+                        await asyncio.sleep(0.1)
+                private = await http.get("/private")
+    finally:
+        process.terminate()
+        await process.wait()
+    assert r.status_code == 200 and r.json() == {"path": "/public/a", "mechanism": "public", "authorization": None}
+    assert private.status_code == 401 and private.headers["www-authenticate"].startswith("Bearer resource_metadata=")
