@@ -16,7 +16,7 @@ from authgate.x402 import localchain
 from authgate.x402.chain import contract
 from authgate.x402.chain.devchain import MAX_BODY, parse_fund
 from authgate.x402.chain.node import MAX_BATCH
-from tests.x402.test_chain_suite import devchain_process, jsonrpc_chain
+from tests.x402.test_chain_suite import authorize, devchain_process, jsonrpc_chain, mint
 
 pytestmark = pytest.mark.interop
 
@@ -169,4 +169,23 @@ async def test_jsonrpc_chain_on_wrong_network_or_dead_node_is_unavailable(node_u
             await dead.code_at(localchain.TOKEN_ADDRESS)
     finally:
         await dead.aclose()
-    await asyncio.sleep(0)
+
+
+async def test_two_processes_sharing_one_key_both_settle(node_url: str) -> None:
+    """Two chain objects with one facilitator key (as two authgate servers would be) each hand out nonces
+    from their own lock; the node's "nonce too low" makes the loser re-sign with a fresh nonce."""
+    first, second = jsonrpc_chain(node_url), jsonrpc_chain(node_url)
+    try:
+        payer = Account.create()
+        await mint(first, payer.address, 100_000)
+        payees = [Account.create().address for _ in range(8)]
+        auths = [authorize(payer, payee, 100 + i) for i, payee in enumerate(payees)]
+        hashes = await asyncio.gather(*((first if i % 2 else second).submit_transfer(a) for i, a in enumerate(auths)))
+        assert len(set(hashes)) == len(auths)
+        for i, (tx_hash, auth) in enumerate(zip(hashes, auths, strict=True)):
+            receipt = await first.wait_receipt(tx_hash, 30, expect=auth)
+            assert receipt is not None and receipt.status == 1 and receipt.transfer_logged
+            assert await second.balance_of(localchain.TOKEN_ADDRESS, payees[i]) == 100 + i
+    finally:
+        await first.aclose()
+        await second.aclose()

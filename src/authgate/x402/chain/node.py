@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -262,6 +263,7 @@ def _envelope(request_id: Any, *, result: Any = None, error: RpcError | None = N
 
 
 _REVERT_PREFIX = "execution reverted: "
+_NONCE_MISMATCH = re.compile(r"Invalid transaction nonce: Expected (\d+), but got (\d+)")
 
 
 def _rpc_error(exc: Exception) -> RpcError:
@@ -281,4 +283,11 @@ def _rpc_error(exc: Exception) -> RpcError:
             payload = payload if isinstance(payload, bytes) else b""
             return RpcError(3, "execution reverted", "0x" + payload.hex())
         return RpcError(3, (_REVERT_PREFIX + reason)[:500], "0x" + contract.error_payload(reason[:400]).hex())
+    nonce = _NONCE_MISMATCH.search(text)
+    if nonce:  # say it as geth does, so clients' "nonce too low" handling works against this node too
+        expected, got = int(nonce.group(1)), int(nonce.group(2))
+        word = "low" if got < expected else "high"
+        return RpcError(-32000, f"nonce too {word}: next nonce {expected}, tx nonce {got}")
+    if "does not have enough balance" in text:
+        return RpcError(-32000, "insufficient funds for gas * price + value")
     return RpcError(-32602, f"invalid params: {text}"[:300])

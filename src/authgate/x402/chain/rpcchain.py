@@ -40,6 +40,9 @@ class Transport(Protocol):
         ...
 
 
+#: Signing attempts per submission when another process sharing the key took the nonce first.
+_SEND_ATTEMPTS = 5
+_NONCE_CLASHES = ("nonce too low", "nonce too high", "replacement transaction")
 #: Blocks searched per ``eth_getLogs`` request when reconciling (public nodes cap the range, often at 10k).
 LOG_WINDOW = 5_000
 
@@ -194,7 +197,7 @@ class RpcChain:
         """Sign ``data`` to ``to`` with the facilitator key and broadcast; the 0x tx hash."""
         max_fee, priority = await self._fees()
         async with self._nonce_lock:
-            for attempt in range(3):
+            for attempt in range(_SEND_ATTEMPTS):
                 if self._next_nonce is None:
                     pending = await self._request("eth_getTransactionCount", [self.facilitator_address, "pending"])
                     self._next_nonce = _quantity(pending)
@@ -223,8 +226,10 @@ class RpcChain:
                         self._next_nonce = nonce + 1
                         return tx_hash
                     self._next_nonce = None
-                    if ("nonce too low" in lowered or "replacement transaction" in lowered) and attempt < 2:
-                        continue  # another process used this nonce: refetch and sign again
+                    clash = any(text in lowered for text in _NONCE_CLASHES)
+                    if clash and attempt < _SEND_ATTEMPTS - 1:
+                        log.info("facilitator nonce %s was taken (%s); signing again", nonce, exc.message[:80])
+                        continue  # another process used this nonce (or ours was stale): refetch, sign again
                     raise ChainError(revert_text(exc) or exc.message[:300]) from None
                 self._next_nonce = nonce + 1
                 return tx_hash
