@@ -87,7 +87,7 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-_CLIENT_AUTH = [{"clientBasic": []}, {}]
+_CLIENT_AUTH: list[dict[str, list[str]]] = [{"clientBasic": []}, {}]
 
 
 def _token_form() -> dict[str, Any]:
@@ -218,7 +218,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
     if settings.registration != "closed":
         client_param = [{"name": "client_id", "in": "path", "required": True,
                          "schema": {"type": "string", "maxLength": 200}}]
-        rat = [{"registrationToken": []}]
+        rat: list[dict[str, list[str]]] = [{"registrationToken": []}]
         paths["/register"] = {"post": {
             "summary": "Dynamic client registration (RFC 7591)",
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ClientMetadata")}}},
