@@ -3,14 +3,16 @@ minting reserved to the deployer."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from authgate.x402 import localchain
 from authgate.x402.chain import contract
-from authgate.x402.chain.base import ChainError
+from authgate.x402.chain.base import ChainError, TransferAuthorization
 from authgate.x402.chain.embedded import EmbeddedChain
 from tests.x402.test_chain_suite import authorize
 
@@ -44,3 +46,36 @@ async def test_idle_chain_follows_the_clock() -> None:
     with pytest.raises(ChainError, match="authorization is expired"):
         await chain.submit_transfer(auth)
     assert await chain.balance_of(localchain.TOKEN_ADDRESS, payee) == 0
+
+
+async def test_contract_wallet_signs_through_erc1271() -> None:
+    """A payer that is a contract: TestUSDC asks its isValidSignature (ERC-1271), in both overloads."""
+    from eth_abi.abi import encode
+
+    chain = EmbeddedChain()
+    owner = Account.create()
+    wallet_code = bytes.fromhex(contract.artifact("TestWallet")["bytecode"][2:]) + encode(["address"], [owner.address])
+    wallet = await asyncio.to_thread(chain.node.deploy, wallet_code)
+    await chain.mint(wallet, 50_000)
+    payee = Account.create().address
+
+    def wallet_authorization(value: int, signer: LocalAccount) -> TransferAuthorization:
+        return authorize(signer, payee, value, from_address=wallet)
+
+    good = wallet_authorization(10_000, owner)
+    assert await chain.simulate_transfer(good) is None
+    await chain.wait_receipt(await chain.submit_transfer(good), 5)
+    assert await chain.balance_of(localchain.TOKEN_ADDRESS, payee) == 10_000
+
+    stranger = wallet_authorization(10_000, Account.create())
+    assert await chain.simulate_transfer(stranger) == "invalid signature"
+
+    via_bytes = wallet_authorization(5_000, owner)
+    head = [via_bytes.from_, via_bytes.to, via_bytes.value, via_bytes.valid_after, via_bytes.valid_before,
+            via_bytes.nonce]
+    data = contract.TRANSFER_WITH_AUTH_BYTES + encode(
+        ["address", "address", "uint256", "uint256", "uint256", "bytes32", "bytes"], [*head, via_bytes.signature])
+    receipt = await chain.wait_receipt(await chain.send_transaction(localchain.TOKEN_ADDRESS, data), 5)
+    assert receipt is not None and receipt.status == 1 and receipt.transfer_logged
+    assert await chain.balance_of(localchain.TOKEN_ADDRESS, payee) == 15_000
+    await chain.aclose()

@@ -58,14 +58,17 @@ def sign_typed(key: Any, primary: str, fields: list[dict[str, str]], message: di
 
 
 def authorize(payer: LocalAccount, to: str, value: int, *, valid_after: int = 0, valid_before: int | None = None,
-              nonce: bytes | None = None, primary: str = "TransferWithAuthorization") -> TransferAuthorization:
-    """An EIP-3009 authorization signed by ``payer`` the way the x402 clients sign it."""
+              nonce: bytes | None = None, primary: str = "TransferWithAuthorization",
+              from_address: str | None = None) -> TransferAuthorization:
+    """An EIP-3009 authorization signed by ``payer`` the way the x402 clients sign it (``from_address``: the
+    authorizer when it is not the signer, i.e. a contract wallet the signer owns)."""
     nonce = nonce or os.urandom(32)
     valid_before = int(time.time()) + 300 if valid_before is None else valid_before
-    message = {"from": payer.address, "to": to, "value": value, "validAfter": valid_after,
+    authorizer = from_address or payer.address
+    message = {"from": authorizer, "to": to, "value": value, "validAfter": valid_after,
                "validBefore": valid_before, "nonce": nonce}
     signature = sign_typed(payer.key, primary, _AUTH_FIELDS, message)
-    return TransferAuthorization(token=TOKEN, from_=payer.address, to=to, value=value, valid_after=valid_after,
+    return TransferAuthorization(token=TOKEN, from_=authorizer, to=to, value=value, valid_after=valid_after,
                                  valid_before=valid_before, nonce=nonce, signature=signature)
 
 

@@ -19,13 +19,14 @@ from eth_utils.crypto import keccak
 
 from authgate.x402.chain.base import TransferAuthorization
 
-ARTIFACT = "TestUSDC.json"
-
 
 @functools.cache
-def artifact() -> dict[str, Any]:
-    """The committed compiler output: abi, bytecode, compiler version, sha256 of the source it came from."""
-    text = resources.files("authgate.x402.chain").joinpath("artifacts", ARTIFACT).read_text("utf-8")
+def artifact(name: str = "TestUSDC") -> dict[str, Any]:
+    """The committed compiler output of ``contracts/<name>.sol``: abi, bytecode, compiler version, sha256 of the
+    source it came from. ``TestWallet`` is a minimal ERC-1271 wallet for tests."""
+    if name not in ("TestUSDC", "TestWallet"):
+        raise ValueError("unknown contract")
+    text = resources.files("authgate.x402.chain").joinpath("artifacts", f"{name}.json").read_text("utf-8")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 

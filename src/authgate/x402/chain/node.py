@@ -197,6 +197,13 @@ class LocalNode:
         receipt = self._own_transaction(localchain.TOKEN_ADDRESS, contract.mint(to_checksum_address(to), amount))
         return str(receipt["transactionHash"])
 
+    def deploy(self, creation_code: bytes) -> str:
+        """Deploy a contract from the deployer account (tests, demos); its address."""
+        receipt = self._own_transaction(None, creation_code, gas=3_000_000)
+        if receipt["status"] != "0x1" or not receipt.get("contractAddress"):
+            raise RuntimeError("deployment failed")
+        return str(to_checksum_address(receipt["contractAddress"]))
+
     def fund_eth(self, to: str, wei: int = DEFAULT_FUNDING) -> str:
         """Send ``wei`` of gas money to ``to``; the transaction hash."""
         receipt = self._own_transaction(to_checksum_address(to), b"", value=wei, gas=50_000)
