@@ -106,15 +106,16 @@ class Proxy:
         self.strip_cookies = strip_cookies
         self.max_body = max_body
         self.clock = clock
-        self.client = httpx.AsyncClient(
-            transport=transport, follow_redirects=False, trust_env=False,
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=write_timeout,
-                                  pool=connect_timeout),
+        # The transport directly, not an AsyncClient: a proxy needs no cookie jar, redirects, auth or URL
+        # merging, and skipping them halves the per-request cost (benchmarks/gateway_overhead.py).
+        self.transport = transport or httpx.AsyncHTTPTransport(
+            retries=0, trust_env=False,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
-        self.client.headers.clear()  # forward exactly the client's headers, add none of httpx's defaults
+        self.timeout = {"connect": connect_timeout, "read": read_timeout, "write": write_timeout,
+                        "pool": connect_timeout}
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.transport.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -139,10 +140,11 @@ class Proxy:
                          if declared.isdigit() else "Malformed Content-Length"})
             return
         has_body = declared not in (None, "0") or any(k == b"transfer-encoding" for k, _ in scope["headers"])
-        request = self.client.build_request(method, self.upstream + path, headers=headers,
-                                            content=self._body(receive) if has_body else None)
+        request = httpx.Request(method, self.upstream + path, headers=headers,
+                                content=self._body(receive) if has_body else None,
+                                extensions={"timeout": self.timeout})
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.transport.handle_async_request(request)
         except _BodyTooLarge:
             await _json(send, 413, {"error": "invalid_request", "error_description": "Request body too large"})
             return
@@ -159,7 +161,9 @@ class Proxy:
         try:
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": forward_response_headers(response.headers.raw)})
-            if method != "HEAD":
+            if method != "HEAD" and response.is_stream_consumed:  # an in-memory transport read it already
+                await send({"type": "http.response.body", "body": response.content, "more_body": True})
+            elif method != "HEAD":
                 async for chunk in response.aiter_raw():
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})

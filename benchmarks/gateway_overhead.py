@@ -1,0 +1,161 @@
+"""Gateway overhead per request: the same small JSON response fetched directly from the upstream and through
+``authgate gateway``, in the same run, as a ratio of medians (issue #7 target: at most 1.5 times at p50).
+
+Three processes on loopback: the upstream (uvicorn + Starlette, a ~60-byte JSON answer; it also plays the
+authorization server's metadata and JWKS), the gateway (the real ``authgate gateway`` command, signed identity
+headers), and this client (one keep-alive ``httpx`` connection per target, sequential requests, direct and
+proxied interleaved in rounds so that machine noise hits both). Routes through the gateway: ``/public`` (pure
+proxy cost) and ``/oauth`` (plus ES256 JWT verification and the scope check).
+
+Run: ``.venv/bin/python benchmarks/gateway_overhead.py [requests-per-round] [rounds]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from authgate.demo.servers import free_port
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()} | "
+            f"httpx {httpx.__version__}")
+
+
+def upstream(port: int, issuer: str, jwks: str) -> None:
+    """The upstream process: a plain API that knows nothing of authgate (and the AS documents)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def data(_: object) -> JSONResponse:
+        return JSONResponse({"city": "Lisbon", "forecast": "sunny", "temperature_c": 21})
+
+    async def metadata(_: object) -> JSONResponse:
+        return JSONResponse({"issuer": issuer, "jwks_uri": issuer + "/jwks.json"})
+
+    async def keys(_: object) -> Response:
+        return Response(jwks, media_type="application/json")
+
+    app = Starlette(routes=[Route("/public", data), Route("/oauth", data), Route("/direct", data),
+                            Route("/.well-known/oauth-authorization-server", metadata), Route("/jwks.json", keys)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+async def wait_up(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            try:
+                await http.get(url)
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not start")
+
+
+async def timed(http: httpx.AsyncClient, url: str, n: int, headers: dict[str, str]) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        r = await http.get(url, headers=headers)
+        out.append(time.perf_counter() - start)
+        if r.status_code != 200:
+            raise RuntimeError(f"{url}: {r.status_code} {r.text}")
+    return out
+
+
+async def main(per_round: int, rounds: int) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    up_port, gw_port = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{up_port}"
+    gateway = f"http://127.0.0.1:{gw_port}"
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1", "alg": "ES256", "use": "sig"}, private=True)
+    now = int(time.time())
+    token = jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": "k1"},
+                       {"iss": issuer, "sub": "user-1", "aud": gateway, "client_id": "agent-1", "scope": "bench:read",
+                        "iat": now, "nbf": now, "exp": now + 3600, "jti": "j1"}, key)
+    jwks = json.dumps({"keys": [dict(key.as_dict(private=False))]})
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "gateway.toml"
+        config.write_text(f"""
+[gateway]
+upstream = "{issuer}"
+public_url = "{gateway}"
+identity_secret_env = "BENCH_SECRET"
+
+[oauth]
+issuer = "{issuer}"
+
+[[routes]]
+path = "/public"
+  [[routes.allow]]
+  mechanism = "public"
+
+[[routes]]
+path = "/oauth"
+  [[routes.allow]]
+  mechanism = "oauth"
+  scopes = ["bench:read"]
+""")
+        env = {**os.environ, "BENCH_SECRET": secrets.token_hex(32)}
+        up = await asyncio.create_subprocess_exec(sys.executable, __file__, "--upstream", str(up_port), issuer, jwks)
+        gw = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "authgate.cli", "gateway", "--config", str(config), "--port", str(gw_port),
+            "--log-level", "warning", env=env, stdout=asyncio.subprocess.DEVNULL)
+        try:
+            await wait_up(issuer + "/direct")
+            await wait_up(gateway + "/public")
+            bearer = {"Authorization": f"Bearer {token}"}
+            targets = {"direct": (issuer + "/direct", {}), "gateway /public": (gateway + "/public", {}),
+                       "gateway /oauth": (gateway + "/oauth", bearer)}
+            samples: dict[str, list[float]] = {name: [] for name in targets}
+            clients = {name: httpx.AsyncClient() for name in targets}
+            try:
+                for name, (url, headers) in targets.items():  # warm-up: connections, JWKS, code paths
+                    await timed(clients[name], url, 200, headers)
+                for _ in range(rounds):
+                    for name, (url, headers) in targets.items():
+                        samples[name] += await timed(clients[name], url, per_round, headers)
+            finally:
+                for c in clients.values():
+                    await c.aclose()
+        finally:
+            for p in (gw, up):
+                p.terminate()
+                await p.wait()
+    print(hardware())
+    print(f"{per_round * rounds} sequential requests per target, keep-alive, interleaved in {rounds} rounds")
+    direct = statistics.median(samples["direct"])
+    print(f"{'target':18} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'p50 ratio':>10}")
+    for name, values in samples.items():
+        q = statistics.quantiles(values, n=100)
+        p50 = statistics.median(values)
+        print(f"{name:18} {p50 * 1e3:8.3f} {q[89] * 1e3:8.3f} {q[98] * 1e3:8.3f} {p50 / direct:9.2f}x")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--upstream":
+        upstream(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    else:
+        args = [int(a) for a in sys.argv[1:3]]
+        asyncio.run(main(*(args + [500, 10][len(args):])))
