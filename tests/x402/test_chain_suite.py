@@ -24,6 +24,7 @@ from authgate.demo.servers import free_port
 from authgate.x402 import localchain
 from authgate.x402.chain import contract
 from authgate.x402.chain.base import Chain, ChainError, TransferAuthorization
+from authgate.x402.chain.devchain import mint_via_rpc
 from authgate.x402.chain.embedded import EmbeddedChain
 from authgate.x402.chain.jsonrpc import JsonRpcChain
 
@@ -137,13 +138,7 @@ async def mint(chain: Chain, address: str, amount: int) -> None:
         await chain.mint(address, amount)
         return
     assert isinstance(chain, JsonRpcChain)
-    deployer = jsonrpc_chain(chain.rpc_url, key=localchain.DEPLOYER_KEY)
-    try:
-        tx_hash = await deployer.send_transaction(TOKEN, contract.mint(address, amount))
-        receipt = await deployer.wait_receipt(tx_hash, 30)
-        assert receipt is not None and receipt.status == 1
-    finally:
-        await deployer.aclose()
+    await mint_via_rpc(chain.rpc_url, address, amount)
 
 
 async def funded_payer(chain: Chain, amount: int = 1_000_000) -> LocalAccount:

@@ -93,6 +93,26 @@ def fund(node: LocalNode, specs: list[str]) -> list[tuple[str, str, int]]:
     return funded
 
 
+async def mint_via_rpc(rpc_url: str, address: str, amount: int, *, wait: float = 30.0) -> str:
+    """Mint ``amount`` atomic units of test USDC to ``address`` on a running devchain (for the demo and tests in
+    other processes): a ``mint`` transaction signed with the public deployer key. The tx hash, once mined."""
+    from authgate.x402.chain import contract
+    from authgate.x402.chain.base import ChainError
+    from authgate.x402.chain.jsonrpc import JsonRpcChain
+
+    deployer = JsonRpcChain(rpc_url, chain_id=localchain.CHAIN_ID, facilitator_key=localchain.DEPLOYER_KEY,
+                            token_address=localchain.TOKEN_ADDRESS, token_name=localchain.TOKEN_NAME,
+                            token_version=localchain.TOKEN_VERSION, poll_interval=0.05)
+    try:
+        tx_hash = await deployer.send_transaction(localchain.TOKEN_ADDRESS, contract.mint(address, amount))
+        receipt = await deployer.wait_receipt(tx_hash, wait)
+        if receipt is None or receipt.status != 1:
+            raise ChainError("mint failed")
+        return tx_hash
+    finally:
+        await deployer.aclose()
+
+
 async def serve(host: str, port: int, specs: list[str], log_level: str = "warning") -> None:
     import uvicorn
 
