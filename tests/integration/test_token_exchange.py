@@ -402,3 +402,69 @@ def test_settings_validation(settings: Settings) -> None:
         with pytest.raises(ConfigError, match="token_exchange"):
             replace(settings, **bad).validate()
     assert replace(settings, token_exchange_actors={R2: ["gw"]}).validate().token_exchange_actors == {R2: ["gw"]}
+
+
+# --- the agent SDK helper (authgate.agent.exchange) ------------------------------------------------------------
+
+
+async def test_sdk_exchanges_and_reuses_fresh_tokens(world: World, clock: FrozenClock) -> None:
+    from authgate.agent.errors import TokenError
+    from authgate.agent.exchange import TokenExchanger
+    from authgate.agent.store import ClientRegistration
+
+    t0 = (await user_token(world))["access_token"]
+    registration = ClientRegistration(world.a.client_id, world.a.secret, "client_secret_basic")
+    exchanger = TokenExchanger(world.http, ISSUER + "/token", registration, now=clock.now, max_entries=2)
+    first = await exchanger.token_for(t0, resource=R2, scope="read")
+    assert first.issued_token_type == ACCESS and first.token_type == "Bearer" and first.scope == "read"
+    assert first.expires_at == clock.now() + 300 and first.access_token not in repr(first)
+    assert (await verifier(world, R2, clock).verify(first.access_token)).claims["act"] == {"sub": world.a.client_id}
+    assert await exchanger.token_for(t0, resource=R2, scope="read") is first  # cached, no second exchange
+    other = await exchanger.token_for(t0, resource=R3, scope="read")
+    assert other is not first and (await claims(world, other.access_token))["aud"] == R3
+    clock.advance(295)  # within the renewal margin: exchanged again
+    renewed = await exchanger.token_for(t0, resource=R2, scope="read")
+    assert renewed is not first and renewed.access_token != first.access_token
+    exchanged_events = [e for e in await world.ctx.store.audit_events() if e["event"] == "token.exchanged"]
+    assert len(exchanged_events) == 3
+    with pytest.raises(TokenError) as info:
+        await exchanger.token_for(t0, resource=R2, scope="admin")
+    assert info.value.error == "invalid_scope" and info.value.status_code == 400
+    assert t0 not in str(info.value)
+
+
+def test_sdk_response_parsing_and_request_shape() -> None:
+    from authgate.agent.errors import TokenError
+    from authgate.agent.exchange import exchange_request, parse_exchange_response
+    from authgate.agent.store import ClientRegistration
+
+    ok = {"access_token": "at", "issued_token_type": ACCESS, "token_type": "Bearer", "expires_in": 60}
+    token = parse_exchange_response(httpx.Response(200, json=ok), now=1000.0)
+    assert (token.expires_at, token.scope) == (1060.0, None)
+    for missing in ("access_token", "issued_token_type", "token_type"):
+        with pytest.raises(TokenError, match=missing):
+            parse_exchange_response(httpx.Response(200, json={k: v for k, v in ok.items() if k != missing}), now=0)
+    with pytest.raises(TokenError):
+        parse_exchange_response(httpx.Response(200, content=b"[]"), now=0)
+    registration = ClientRegistration("gw", "s", "client_secret_post")
+    request = exchange_request("https://as.example/token", registration, "tok", audience=R2)
+    form = dict(httpx.QueryParams(request.content.decode()))
+    assert form == {"grant_type": GRANT, "subject_token": "tok", "subject_token_type": ACCESS,
+                    "requested_token_type": ACCESS, "audience": R2, "client_id": "gw", "client_secret": "s"}
+    with pytest.raises(TokenError):
+        exchange_request("https://as.example/token", registration, "tok", actor_token="a")
+    with pytest.raises(TokenError):
+        exchange_request("https://as.example/token", registration, "")
+
+
+def test_sdk_helper_needs_only_httpx() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for name in ['starlette', 'sqlalchemy', 'joserfc', 'cryptography', 'jinja2', 'pydantic']:\n"
+            "    sys.modules[name] = None\n"
+            "from authgate.agent.exchange import TokenExchanger\n"
+            "assert not [m for m in sys.modules if m.startswith('authgate.') and not m.startswith('authgate.agent')]\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
