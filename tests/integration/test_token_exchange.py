@@ -468,3 +468,23 @@ def test_sdk_helper_needs_only_httpx() -> None:
             "assert not [m for m in sys.modules if m.startswith('authgate.') and not m.startswith('authgate.agent')]\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+async def test_hostile_values_never_500(world: World) -> None:
+    t0 = (await user_token(world))["access_token"]
+    head, body, sig = t0.split(".")
+    junk = ["é.é.é", "..", ".", "a.b.c", "eyJ9.e30.x", "W10.e30.x", f"{head}.{body}.", f"{head}..{sig}",
+            f"{head}.{body}.{sig}x", f"{head}.e30.{sig}", "\x00", "%00", " " * 50, "a" * 8192, t0 + " "]
+    for value in junk:
+        for name in ("subject_token", "actor_token", "resource", "audience", "scope", "requested_token_type",
+                     "subject_token_type"):
+            params = {name: value}
+            if name == "actor_token":
+                params["actor_token_type"] = ACCESS
+            r = await exchange(world, world.a, t0, resource=R2, **params) if name != "resource" else \
+                await exchange(world, world.a, t0, **params)
+            if name == "scope" and not value.strip():
+                assert r.status_code == 200  # an empty scope list is an omitted scope (RFC 6749 §3.3)
+                continue
+            assert 400 <= r.status_code < 500, (name, value[:20], r.status_code, r.text[:200])
+            assert r.json()["error"] in ("invalid_request", "invalid_scope", "invalid_target"), r.text
