@@ -39,6 +39,7 @@ from authgate.oauth.clients import Client
 from authgate.oauth.metadata import TOKEN_EXCHANGE_GRANT_TYPE
 from authgate.oauth.policy import allowed_scopes, canonical_resource, check_resource, parse_scope
 from authgate.oauth.tokens import ACCESS_TOKEN, Grant, decode_own_access_token, issue_tokens, new_grant_id
+from authgate.store import Artifact
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -70,18 +71,17 @@ async def _exchange(ctx: ServerContext, client: Client, form: dict[str, str]) ->
         raise InvalidRequest("actor_token_type must not be sent without actor_token")  # RFC 8693 §2.1
     target = _target(ctx, form)
 
-    claims = await _live_access_token(ctx, subject_token, "subject_token")
+    claims, record = await _live_access_token(ctx, subject_token, "subject_token")
     _check_may_exchange(ctx, client, claims)
     if actor_token is not None:
-        actor_claims = await _live_access_token(ctx, _token_param(form, "actor_token", "actor_token_type"),
-                                                "actor_token")
+        actor_claims, _ = await _live_access_token(ctx, _token_param(form, "actor_token", "actor_token_type"),
+                                                   "actor_token")
         if actor_claims.get("sub") != client.client_id or actor_claims.get("client_id") != client.client_id:
             raise InvalidRequest("actor_token must be the authenticated client's own token")
     act = _act_chain(ctx, client, claims.get("act"))
     scopes = _scopes(ctx, client, claims, form.get("scope"))
 
-    record = await ctx.store.get_artifact(str(claims["jti"]), ACCESS_TOKEN)
-    grant_id = record.grant_id if record is not None and record.grant_id else new_grant_id()
+    grant_id = record.grant_id or new_grant_id()
     auth_time = claims.get("auth_time")
     grant = Grant(client.client_id, str(claims["sub"]), scopes, target, grant_id,
                   auth_time if isinstance(auth_time, int) and not isinstance(auth_time, bool) else None)
@@ -124,15 +124,16 @@ def _target(ctx: ServerContext, form: Mapping[str, str]) -> str:
     return target
 
 
-async def _live_access_token(ctx: ServerContext, token: str, name: str) -> dict[str, Any]:
-    """The claims of a currently valid access token we issued (signature, issuer, expiry, not revoked)."""
+async def _live_access_token(ctx: ServerContext, token: str, name: str) -> tuple[dict[str, Any], Artifact]:
+    """The claims and record of a currently valid access token we issued (signature, issuer, expiry, not
+    revoked)."""
     claims = await decode_own_access_token(ctx, token)
     if claims is None or not isinstance(claims.get("jti"), str) or not isinstance(claims.get("sub"), str):
         raise InvalidRequest(f"{name} is not a valid access token of this server")
     record = await ctx.store.get_artifact(claims["jti"], ACCESS_TOKEN)
     if record is None or not record.usable(ctx.now()):
         raise InvalidRequest(f"{name} is revoked or expired")
-    return claims
+    return claims, record
 
 
 def _audiences(claims: Mapping[str, Any]) -> list[str]:
