@@ -79,3 +79,21 @@ async def test_contract_wallet_signs_through_erc1271() -> None:
     assert receipt is not None and receipt.status == 1 and receipt.transfer_logged
     assert await chain.balance_of(localchain.TOKEN_ADDRESS, payee) == 15_000
     await chain.aclose()
+
+
+async def test_build_chain_follows_the_house_clock() -> None:
+    """build_chain takes authgate's injectable Clock; moving it moves the embedded chain's time."""
+    from authgate.clock import FrozenClock
+    from authgate.config import Settings
+    from authgate.x402.chain import build_chain
+
+    clock = FrozenClock(start=float(int(time.time()) + 10))
+    chain = build_chain(Settings().validate(), clock=clock)
+    assert isinstance(chain, EmbeddedChain)
+    payer = Account.create()
+    await chain.mint(payer.address, 1_000)
+    auth = authorize(payer, Account.create().address, 1, valid_before=int(clock.now()) + 60)
+    assert await chain.simulate_transfer(auth) is None
+    clock.advance(61)
+    assert await chain.simulate_transfer(auth) == "authorization is expired"
+    await chain.aclose()

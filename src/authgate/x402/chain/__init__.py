@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from authgate.clock import Clock, SystemClock
 from authgate.x402.chain.base import Chain, ChainError, ChainUnavailable, Receipt, TransferAuthorization
 
 if TYPE_CHECKING:
@@ -41,12 +42,14 @@ def resolve_key(reference: str) -> str:
     return "0x" + body.lower()
 
 
-def build_chain(settings: Settings) -> Chain:
-    """The chain ``settings`` describe (validated settings: ``Settings.validate`` checked the combination)."""
+def build_chain(settings: Settings, clock: Clock | None = None) -> Chain:
+    """The chain ``settings`` describe (validated settings: ``Settings.validate`` checked the combination).
+
+    ``clock`` drives the embedded chain's block time (tests); a JSON-RPC node keeps its own time."""
     if settings.x402_chain == "embedded":
         from authgate.x402.chain.embedded import EmbeddedChain
 
-        chain = EmbeddedChain(gas_limit=settings.x402_gas_limit)
+        chain = EmbeddedChain(gas_limit=settings.x402_gas_limit, clock=clock or SystemClock())
         chain.receipt_timeout = settings.x402_receipt_timeout
         return chain
     from authgate.x402.chain.jsonrpc import JsonRpcChain

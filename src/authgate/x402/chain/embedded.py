@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from authgate.clock import Clock
 from authgate.x402 import localchain
 from authgate.x402.chain.base import ChainUnavailable
 from authgate.x402.chain.node import DEFAULT_FUNDING, LocalNode, RpcError
@@ -27,7 +28,7 @@ class EmbeddedChain(RpcChain):
         self,
         *,
         gas_limit: int = 500_000,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] = time.time,
         node: LocalNode | None = None,
     ) -> None:
         self.node = node or LocalNode(clock=clock)

@@ -33,6 +33,7 @@ from eth_utils.address import to_canonical_address, to_checksum_address
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 
+from authgate.clock import Clock
 from authgate.x402 import localchain
 from authgate.x402.chain import contract
 
@@ -110,11 +111,14 @@ def to_wire(value: Any) -> Any:
 class LocalNode:
     """The embedded chain: eth-tester with TestUSDC deployed and the facilitator funded."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Clock | Callable[[], float] = time.time) -> None:
+        """``clock``: authgate's injectable :class:`~authgate.clock.Clock` or a plain ``time.time``-like function.
+        Chain time follows it forwards only: blocks never go back in time, so a clock set in the past (before the
+        genesis block, stamped with the real time) makes fresh authorizations look expired."""
         from eth_tester import EthereumTester, PyEVMBackend
 
         started = time.perf_counter()
-        self._clock = clock
+        self._clock: Callable[[], float] = clock if callable(clock) else clock.now
         self._lock = threading.RLock()
         genesis = {
             to_canonical_address(address): {"balance": GENESIS_BALANCE, "nonce": 0, "code": b"", "storage": {}}
