@@ -71,6 +71,15 @@ async def wait_up(url: str) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``), 0.0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def timed(http: httpx.AsyncClient, url: str, n: int, headers: dict[str, str]) -> list[float]:
     out = []
     for _ in range(n):
@@ -133,9 +142,11 @@ path = "/oauth"
             try:
                 for name, (url, headers) in targets.items():  # warm-up: connections, JWKS, code paths
                     await timed(clients[name], url, 200, headers)
+                cpu_before = cpu_seconds(up.pid), cpu_seconds(gw.pid)
                 for _ in range(rounds):
                     for name, (url, headers) in targets.items():
                         samples[name] += await timed(clients[name], url, per_round, headers)
+                cpu_after = cpu_seconds(up.pid), cpu_seconds(gw.pid)
             finally:
                 for c in clients.values():
                     await c.aclose()
@@ -151,6 +162,13 @@ path = "/oauth"
         q = statistics.quantiles(values, n=100)
         p50 = statistics.median(values)
         print(f"{name:18} {p50 * 1e3:8.3f} {q[89] * 1e3:8.3f} {q[98] * 1e3:8.3f} {p50 / direct:9.2f}x")
+    n = per_round * rounds
+    up_cpu = (cpu_after[0] - cpu_before[0]) / (3 * n)  # the upstream answered every request, direct or proxied
+    gw_cpu = (cpu_after[1] - cpu_before[1]) / (2 * n)
+    print(f"CPU per request (load-independent): upstream {up_cpu * 1e6:.0f} us, gateway {gw_cpu * 1e6:.0f} us "
+          f"(mean of /public and /oauth); proxied/direct CPU = {(up_cpu + gw_cpu) / up_cpu:.2f}x")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (latency ratios need "
+          "a quiet machine: each extra process hop waits for a CPU)")
 
 
 if __name__ == "__main__":
