@@ -81,3 +81,18 @@ async def test_the_command_proxies_to_the_upstream(tmp_path: Path) -> None:
         await process.wait()
     assert r.status_code == 200 and r.json() == {"path": "/public/a", "mechanism": "public", "authorization": None}
     assert private.status_code == 401 and private.headers["www-authenticate"].startswith("Bearer resource_metadata=")
+
+
+def test_the_file_in_the_gateway_guide_is_valid(tmp_path: Path) -> None:
+    from authgate.gateway import gateway_config_from_dict
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text(encoding="utf-8")
+    text = guide.split("<!-- gateway-file -->\n```toml\n", 1)[1].split("\n```", 1)[0]
+    import tomllib
+
+    config = gateway_config_from_dict(tomllib.loads(text), source="guide", env={
+        "AUTHGATE_GATEWAY_SECRET": "x" * 64}, base_dir=tmp_path)
+    assert [r.label for r in config.policy.routes] == [
+        "* /health", "GET /v1/forecast/*", "GET /v1/live", "DELETE,POST /v1/alerts/*", "GET /v1/account/*",
+        "* /v1/account/*"]
+    assert config.policy.mechanisms() == frozenset({"public", "oauth", "agentauth", "x402", "aauth"})
