@@ -334,3 +334,34 @@ def test_gateway_file_errors() -> None:
         gateway_config_from_dict({**base, "gateway": {"public_url": API}}, source="gw.toml", env=env)
     config = gateway_config_from_dict({**base, "oauth": {"issuer": "https://as.test"}}, source="gw.toml", env=env)
     assert config.identity_secret == b"x" * 32 and "x" * 32 not in repr(config)
+
+
+@pytest.mark.parametrize("raw", [b"/health/../weather", b"/health/./x", b"//weather", b"/health%2F..%2Fweather",
+                                 b"/health/%2e%2e/weather", b"/health\\..\\weather", b"/health%5C..", b"/health%00"])
+async def test_paths_another_server_could_read_differently_are_refused(gw: Gateway, raw: bytes) -> None:
+    """``/health`` is public and ``/weather`` is not: no spelling of a path may be judged as one and served as
+    the other upstream."""
+    from urllib.parse import unquote_to_bytes
+
+    policy_app = PolicyMiddleware(gw.proxy, Policy((Route("/health/*", (Public(),)), Route("/*", (Public(),)))))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": unquote_to_bytes(raw).decode("latin-1"), "raw_path": raw,
+             "query_string": b"", "headers": [(b"host", b"api.test")], "scheme": "https"}
+    await policy_app(scope, receive, send)
+    assert sent[0]["status"] == 400 and b"normal form" in sent[1]["body"]
+    assert gw.upstream.seen == []
+
+
+async def test_method_override_headers_are_not_forwarded(gw: Gateway) -> None:
+    r = await gw.http.get("/health", headers={"X-HTTP-Method-Override": "DELETE", "X-HTTP-Method": "DELETE",
+                                              "X-Method-Override": "DELETE"})
+    assert r.status_code == 200
+    names = set(gw.upstream.seen[-1].headers.keys())
+    assert not names & {"x-http-method-override", "x-http-method", "x-method-override"}

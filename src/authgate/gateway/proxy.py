@@ -42,6 +42,8 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "t
                         "upgrade", "proxy-authorization", "proxy-authenticate"})
 CREDENTIALS = frozenset({"authorization", "signature", "signature-input", "signature-key", "x-payment",
                          "sign-in-with-x"})
+#: Headers some frameworks honour to change the method: the policy judged the request's own method.
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 CREDENTIAL_PREFIXES = ("payment-", "aauth-", PREFIX)
 _SIGNED = (b"signature", b"signature-input", b"signature-key")
 _REPLACED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via"})
@@ -62,7 +64,7 @@ def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[str]:
 def forward_request_headers(scope: Scope, *, strip_cookies: bool = False) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop, ``Host``, credentials and identity headers."""
     raw: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
-    drop = HOP_BY_HOP | _connection_tokens(raw) | CREDENTIALS | {"host"}
+    drop = HOP_BY_HOP | _connection_tokens(raw) | CREDENTIALS | METHOD_OVERRIDES | {"host"}
     if strip_cookies:
         drop = drop | {"cookie"}
     if any(k.lower() in _SIGNED for k, _ in raw):

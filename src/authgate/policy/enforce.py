@@ -31,6 +31,7 @@ client that reads headers whatever the status (our SDK, the x402 SDK's ``x402HTT
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -58,6 +59,7 @@ MAX_SIGNED_BODY = 1024 * 1024
 TIERS = {"pii": ("pii", "oob"), "oob": ("oob",)}
 _SIGNATURE_HEADERS = (b"signature", b"signature-input", b"signature-key")
 _PAYMENT_HEADERS = (b"payment-signature", b"sign-in-with-x")
+_ODD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 class InsufficientUserAuthentication(OAuthError):
@@ -138,6 +140,10 @@ class PolicyMiddleware:
             return
         if kind == "http" and method == "OPTIONS" and _header(scope, b"access-control-request-method"):
             await self.app(scope, receive, send)  # CORS preflight: browsers send no credentials
+            return
+        if not normal_path(scope):
+            await _answer(scope, send, 400, {"Content-Type": "application/json", "Cache-Control": "no-store"},
+                          b'{"error":"invalid_request","error_description":"Path not in normal form"}')
             return
         state = scope.setdefault("state", {})
         route = self.policy.route_for(method, path)
@@ -393,6 +399,21 @@ class PolicyMiddleware:
                 headers[x402_wire.HEADER_PAYMENT_REQUIRED] = required.to_header()
                 headers["Access-Control-Expose-Headers"] = EXPOSE + ", WWW-Authenticate, AAuth-Requirement"
         return headers
+
+
+def normal_path(scope: Scope) -> bool:
+    """False for a path another server could read differently from us, so that a route the policy judged is the
+    route the upstream serves: dot segments (``/public/../admin``), empty segments (``//admin``), backslashes,
+    encoded ``/``, ``\\`` or NUL in the raw path (``/public/..%2Fadmin``), control characters."""
+    path: str = scope["path"]
+    raw: bytes = scope.get("raw_path") or b""
+    if not path.startswith("/") or _ODD_CHARS.search(path):
+        return False
+    segments = path.split("/")[1:]
+    if any(seg in (".", "..") for seg in segments) or "" in segments[:-1]:
+        return False
+    lowered = raw.lower()
+    return not any(bad in lowered for bad in (b"%2f", b"%5c", b"%00"))
 
 
 def _headers(scope: Scope, name: bytes) -> list[str]:

@@ -37,7 +37,7 @@ Flow = Literal["authorization", "upfront"]
 MECHANISMS = ("oauth", "agentauth", "aauth", "x402", "public")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _CAIP2 = re.compile(r"^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}$")
-_PATH = re.compile(r"^/[A-Za-z0-9\-._~!$&'()+,;=:@%/]*(/\*)?$")
+_PATH = re.compile(r"^/[A-Za-z0-9\-._~!$&'()+,;=:@%/]*$")
 _METHOD = re.compile(r"^[A-Z]{1,20}$")
 MAX_ROUTES = 1000
 
@@ -159,8 +159,9 @@ class Route:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.path, str) or not _PATH.match(self.path) or "*" in self.path[:-2] \
-                or "//" in self.path or "/../" in self.path + "/" or "/./" in self.path + "/":
+        base = self.path[:-2] if isinstance(self.path, str) and self.path.endswith("/*") else self.path
+        if not isinstance(base, str) or not (base == "" or _PATH.match(base)) or "//" in base \
+                or "/../" in base + "/" or "/./" in base + "/":
             raise PolicyError(f"path: must be an absolute path, optionally ending in '/*', not {self.path!r}")
         if self.methods is not None:
             methods = set()

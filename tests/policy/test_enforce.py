@@ -1,0 +1,95 @@
+"""``PolicyMiddleware`` inside an app (FastAPI here): who got in reaches the handler, the well-known documents are
+served, a failed Agent Auth signature keeps the other challenges, configuration mistakes are refused."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from joserfc.jwk import OKPKey
+
+from authgate.agentauth.resource import AgentAuthResource
+from authgate.agentauth.tokens import Signer
+from authgate.policy import AgentAuth, OAuth, Policy, PolicyError, PolicyMiddleware, Public, Route, identity_of
+from authgate.resource import BearerGuard, ProtectedResource, claims_of
+from tests.gateway.test_gateway import API, TOKENS, TableVerifier
+
+
+async def no_fetch(url: str) -> Any:
+    raise AssertionError(f"unexpected fetch of {url}")
+
+
+def agentauth() -> AgentAuthResource:
+    key = OKPKey.generate_key("Ed25519", parameters={"kid": "r1", "alg": "Ed25519"}, private=True)
+
+    async def nothing(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the policy middleware must not call the Agent Auth resource's own app")
+
+    return AgentAuthResource(nothing, resource_id=API, signer=Signer(kid="r1", key=key), rules=[],
+                             fetch_json=no_fetch, clock=time.time)
+
+
+POLICY = Policy((Route("/open", (Public(),)),
+                 Route("/notes", (OAuth(("weather:read",)), AgentAuth("auth", ("notes:read",))), frozenset({"GET"}))),
+                unmatched="public", scope_descriptions={"notes:read": "Read your notes"})
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    api = FastAPI()
+
+    @api.get("/notes")
+    async def notes(request: Request) -> dict[str, Any]:
+        who, claims = identity_of(request), claims_of(request)
+        assert who is not None and claims is not None
+        return {"who": who.as_dict() | {"scopes": list(who.scopes)}, "sub": claims.subject}
+
+    @api.get("/open")
+    @api.get("/elsewhere")
+    async def open_(request: Request) -> dict[str, Any]:
+        who = identity_of(request)
+        return {"mechanism": who.mechanism if who else None}
+
+    resource = ProtectedResource(resource=API, authorization_servers=["https://as.test"])
+    app = PolicyMiddleware(api, POLICY, bearer=BearerGuard(TableVerifier(TOKENS), resource), agentauth=agentauth())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=API) as client:
+        yield client
+
+
+async def test_the_handler_sees_who_got_in(http: httpx.AsyncClient) -> None:
+    r = await http.get("/notes", headers={"Authorization": "Bearer reader"})
+    assert r.status_code == 200
+    assert r.json() == {"who": {"mechanism": "oauth", "subject": "alice", "agent": "bot", "scopes": ["weather:read"]},
+                        "sub": "alice"}
+    assert (await http.get("/open")).json() == {"mechanism": "public"}
+    assert (await http.get("/elsewhere")).json() == {"mechanism": "public"}  # unmatched = "public"
+
+
+async def test_documents_are_served(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/.well-known/oauth-protected-resource")).json()["resource"] == API
+    assert (await http.get("/.well-known/aauth.json")).json() == {
+        "scope_descriptions": [{"scope": "notes:read", "description": "Read your notes"}]}
+    meta = (await http.get("/.well-known/aauth-resource.json")).json()
+    assert meta["issuer"] == API
+    jwks = (await http.get("/.well-known/aauth-resource-jwks.json")).json()
+    assert jwks["keys"][0]["kid"] == "r1" and "d" not in jwks["keys"][0]
+
+
+async def test_a_bad_signature_keeps_the_bearer_challenge(http: httpx.AsyncClient) -> None:
+    r = await http.get("/notes", headers={"Signature-Input": 'sig=("@method");created=1', "Signature": "sig=:AA==:",
+                                          "Signature-Key": "sig=jwt;jwt=\"x\""})
+    assert r.status_code == 401 and r.headers["signature-error"].startswith("error=")
+    assert r.headers["www-authenticate"].startswith('Bearer resource_metadata="https://api.test/')
+    assert r.headers["aauth-requirement"] == "requirement=agent-token"
+    none = await http.get("/notes")
+    assert none.status_code == 401 and none.json()["accepted"] == ["oauth", "agentauth"]
+
+
+def test_mechanisms_the_policy_names_must_be_configured() -> None:
+    with pytest.raises(PolicyError, match=r"^routes\[1\] \(GET /notes\): allow\[0\] \(oauth\): the oauth mechanism is "
+                                          r"not configured \(\[oauth\]\)$"):
+        PolicyMiddleware(FastAPI(), POLICY)
