@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -38,7 +38,11 @@ from authgate.oauth.metadata import server_metadata
 from authgate.ops import http as ops_http
 from authgate.ops.metrics import Metrics
 from authgate.ratelimit import RateLimiter
+from authgate.shared.client import SharedRedis
 from authgate.store import Store
+
+if TYPE_CHECKING:
+    from authgate.agentauth.replay import ReplayCache
 
 log = logging.getLogger("authgate")
 
@@ -51,7 +55,8 @@ async def build_context(settings: Settings, clock: Clock | None = None, store: S
 
     ``fetcher`` replaces the SSRF-guarded network fetcher for client metadata documents (tests, the demo)."""
     clock = clock or SystemClock()
-    store = store or await Store.open(settings.sqlalchemy_url, clock)
+    store = store or await Store.open(settings.sqlalchemy_url, clock, pool_size=settings.db_pool_size,
+                                      max_overflow=settings.db_max_overflow)
     keys = KeyRing(store, clock)
     await keys.ensure_key()
     resolver = ClientResolver(store, cimd.make_resolver(settings, clock, fetcher=fetcher))
@@ -66,10 +71,23 @@ async def build_context(settings: Settings, clock: Clock | None = None, store: S
                                 default_ttl=settings.approvals_ttl, max_ttl=settings.approvals_max_ttl,
                                 on_decided=approval_decided)
     identity = await IdentityDirectory.open(store, settings)
+    redis, replay = _shared_state(settings, store)
     return ServerContext(settings=settings, store=store, keys=keys, clock=clock, clients=resolver,
                          registration_limiter=limiter, approvals=approvals, identity=identity,
                          aauth_guard=AbuseGuard(store, settings, clock), metrics=metrics,
-                         fetcher=fetcher)
+                         fetcher=fetcher, redis=redis, replay_cache=replay)
+
+
+def _shared_state(settings: Settings, store: Store) -> tuple[SharedRedis | None, ReplayCache | None]:
+    """With ``redis_url``: the Redis client and the Redis replay cache (database fallback). Not connected yet:
+    a Redis that is down at start is an outage like any other (see authgate.shared.client)."""
+    if not settings.redis_url:
+        return None, None
+    from authgate.agentauth.replay import DatabaseReplayCache
+    from authgate.shared.replay import RedisReplayCache
+
+    redis = SharedRedis.from_url(settings.redis_url)
+    return redis, RedisReplayCache(redis, DatabaseReplayCache(store))
 
 
 def _discovery_routes(ctx: ServerContext) -> list[BaseRoute]:
@@ -176,6 +194,8 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
                 await drain(10.0)
             if facilitator is not None:
                 await facilitator.aclose()
+            if ctx.redis is not None:
+                await ctx.redis.aclose()
             if close_store:
                 await ctx.store.close()
 
@@ -184,3 +204,48 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
     if ctx.settings.auto_approve:
         app = DevModeHeader(app)
     return app
+
+
+def factory() -> ASGIApp:
+    """``uvicorn authgate.app:factory --factory``: what each ``authgate serve --workers N`` process runs.
+
+    Settings come from ``AUTHGATE_CONFIG`` and ``AUTHGATE_*`` (the CLI puts its flags there); the context is built
+    at lifespan start, inside the worker's own event loop, so no connection is shared across processes."""
+    from authgate.cli import configure_logging
+    from authgate.config import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return _WorkerApp(settings)
+
+
+class _WorkerApp:
+    """Builds the real app on ``lifespan.startup`` and hands it the rest of the lifespan and every request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.app is None:
+            startup = await receive()
+            try:
+                self.app = create_app(await build_context(self.settings), close_store=True)
+            except Exception as exc:
+                log.exception("worker start-up failed")
+                await send({"type": "lifespan.startup.failed", "message": exc.__class__.__name__})
+                return
+            replayed = False
+
+            async def receive_again() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return startup
+                return await receive()
+
+            await self.app(scope, receive_again, send)
+            return
+        if self.app is None:  # a request before start-up finished: uvicorn never does this
+            raise RuntimeError("authgate worker not started")
+        await self.app(scope, receive, send)

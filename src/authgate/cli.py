@@ -75,16 +75,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from authgate.app import build_context, create_app
 
-    settings = _settings(args, auto_approve=True if args.auto_approve else None)
+    settings = _settings(args, auto_approve=True if args.auto_approve else None,
+                         workers=getattr(args, "workers", None))
     configure_logging(settings.log_level, settings.log_format)
+    # authgate.access writes one line per request (route template, no query string); uvicorn's own access
+    # log would print raw paths and queries, so it stays off. log_config=None keeps our handlers. On SIGTERM
+    # uvicorn stops accepting and lets in-flight requests (settlements, token issuance) finish, at most
+    # shutdown_timeout seconds; the lifespan then drains deliveries and closes the store.
+    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": settings.log_level,
+                              "proxy_headers": False, "server_header": False, "access_log": False,
+                              "log_config": None, "timeout_graceful_shutdown": settings.shutdown_timeout}
+    if settings.workers > 1:
+        # Each worker process builds its own context from the environment: hand the flags over through it.
+        import os
+
+        for flag in ("config", "host", "port", "issuer", "database_url", "data_dir", "workers"):
+            value = getattr(args, flag, None)
+            if value is not None:
+                os.environ["AUTHGATE_" + flag.upper()] = str(value)
+        if args.auto_approve:
+            os.environ["AUTHGATE_AUTO_APPROVE"] = "1"
+        print(f"authgate serving {settings.issuer_url} with {settings.workers} workers "
+              f"(database: {_safe_db(settings)})", flush=True)
+        uvicorn.run("authgate.app:factory", factory=True, workers=settings.workers, **common)
+        return 0
 
     async def run() -> None:
         ctx = await build_context(settings)
         app = create_app(ctx, close_store=True)
-        # authgate.access writes one line per request (route template, no query string); uvicorn's own access
-        # log would print raw paths and queries, so it stays off. log_config=None keeps our handlers.
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                                proxy_headers=False, server_header=False, access_log=False, log_config=None)
+        config = uvicorn.Config(app, **common)
         print(f"authgate serving {settings.issuer_url} (database: {_safe_db(settings)})", flush=True)
         await uvicorn.Server(config).serve()
 
@@ -571,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(p)
     p.add_argument("--auto-approve", action="store_true",
                    help="DEVELOPMENT ONLY: approve every authorization request without a person (loopback only)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="server processes on one port (default 1; AUTHGATE_WORKERS); use PostgreSQL beyond 1")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="start the server, a demo API and an MCP server, and let agents in")

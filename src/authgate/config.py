@@ -36,6 +36,17 @@ class Settings:
     #: SQLAlchemy-style or plain URL: ``sqlite:///path``, ``postgresql://user@host/db``. Empty = SQLite file
     #: ``authgate.db`` under ``data_dir``.
     database_url: str = ""
+    #: Connection pool per server process (PostgreSQL): kept-open connections, and extra ones under a burst.
+    #: With ``workers`` processes the database sees up to ``workers * (db_pool_size + db_max_overflow)``.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    #: ``redis://host:6379/0``: rate-limit buckets and the Agent Auth replay cache shared by every process via
+    #: Redis (authgate.shared). Empty = off: replay records in the database, rate limits per process.
+    redis_url: str = ""
+    #: ``authgate serve`` processes (uvicorn workers) on one port; each has its own pool and caches.
+    workers: int = 1
+    #: Seconds a stopping server lets in-flight requests (settlements, token issuance) finish before closing.
+    shutdown_timeout: int = 30
 
     #: ``open``: anyone may register (rate-limited); ``token``: an initial access token is required;
     #: ``closed``: dynamic registration is off.
@@ -166,6 +177,9 @@ class Settings:
     agentauth_scope_risk: dict[str, Any] = field(default_factory=dict)
     #: Risk of scopes not listed in ``agentauth_scope_risk``.
     agentauth_default_risk: str = "high"
+    #: A call whose resource token carries an amount above this (whole units of its currency) asks the person
+    #: every time; 0: every amount asks.
+    agentauth_amount_threshold: int = 0
     #: Lifetime of a pending auth-token request (the person's time to decide), ``Retry-After`` of its polls, and
     #: the longest ``Prefer: wait`` honoured.
     agentauth_pending_ttl: int = 600
@@ -243,6 +257,7 @@ class Settings:
         if not set(self.default_scopes) <= set(self.scopes):
             raise ConfigError("default_scopes must be a subset of scopes")
         _validate_token_exchange(self)
+        _validate_scale(self)
         _validate_delivery(self)
         _validate_aauth_identity(self)
         _validate_aauth_grant(self)
@@ -250,6 +265,17 @@ class Settings:
         _validate_x402_chain(self)
         _validate_x402_facilitator(self)
         return self
+
+
+def _validate_scale(s: Settings) -> None:
+    if not 1 <= s.db_pool_size <= 1000 or not 0 <= s.db_max_overflow <= 1000:
+        raise ConfigError("db_pool_size must be 1..1000 and db_max_overflow 0..1000")
+    if not 1 <= s.workers <= 256:
+        raise ConfigError("workers must be between 1 and 256")
+    if not 0 <= s.shutdown_timeout <= 3600:
+        raise ConfigError("shutdown_timeout must be between 0 and 3600 seconds")
+    if s.redis_url and urlsplit(s.redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
 
 
 def _validate_token_exchange(s: Settings) -> None:
@@ -347,6 +373,8 @@ def _validate_agentauth(s: Settings) -> None:
         raise ConfigError("agentauth_poll_interval must be 0 or more and shorter than agentauth_pending_ttl")
     if not 0 <= s.agentauth_max_wait <= 120:
         raise ConfigError("agentauth_max_wait must be between 0 and 120 seconds")
+    if s.agentauth_amount_threshold < 0:
+        raise ConfigError("agentauth_amount_threshold must not be negative")
     if s.agentauth_default_risk not in ("low", "high"):
         raise ConfigError("agentauth_default_risk must be low or high")
     for key, level in s.agentauth_scope_risk.items():

@@ -14,11 +14,13 @@ from authgate.config import Settings
 from authgate.crypto.keys import KeyRing
 from authgate.ops.metrics import Metrics
 from authgate.ratelimit import RateLimiter
+from authgate.shared.client import SharedRedis
 from authgate.store import Store
 
 if TYPE_CHECKING:
     from authgate.aauth.abuse import AbuseGuard
     from authgate.aauth.directory import IdentityDirectory
+    from authgate.agentauth.replay import ReplayCache
     from authgate.approvals import ApprovalService
     from authgate.net import Fetcher
     from authgate.oauth.clients import ClientResolver
@@ -41,11 +43,23 @@ class ServerContext:
     fetcher: Fetcher | None = None
     #: This process's Prometheus metrics (``/metrics``).
     metrics: Metrics = field(default_factory=Metrics)
+    #: Cross-process state in Redis when ``redis_url`` is set (authgate.shared): the Agent Auth replay cache
+    #: (None = the database's) and the counter behind every rate limiter; closed with the app.
+    replay_cache: ReplayCache | None = None
+    redis: SharedRedis | None = None
     #: Password attempts per username and address, shared by every sign-in form (sign-in page, consent page).
     login_limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.login_limiter = RateLimiter(10, 60, self.clock)
+        if self.redis is not None:
+            from authgate.shared.ratelimit import RedisCounter
+
+            counter = RedisCounter(self.redis)
+            self.login_limiter.share(counter, "login")
+            self.registration_limiter.share(counter, "register")
+            for dimension, limiter in getattr(self.aauth_guard, "limiters", {}).items():
+                limiter.share(counter, f"aauth:{dimension}")
 
     @property
     def issuer(self) -> str:

@@ -16,7 +16,7 @@ from authgate.agentauth import wire
 from authgate.agentauth.discovery import IssuerKeys, fetcher_json
 from authgate.agentauth.errors import Problem, TokenProblem
 from authgate.agentauth.keys import AgentAuthKeys
-from authgate.agentauth.replay import DatabaseReplayCache
+from authgate.agentauth.replay import DatabaseReplayCache, ReplayCache
 from authgate.agentauth.signing import Caller, scope_headers, scope_target, verify_signed
 from authgate.agentauth.tokens import PublicKey, Signer
 from authgate.context import ServerContext
@@ -40,7 +40,7 @@ class AgentAuthServer:
         fetcher = ctx.fetcher or Fetcher(allow_loopback=ctx.settings.allow_loopback_fetch)
         own = {(self.issuer, dwk): self.keys.public_key for dwk in (wire.DWK_AGENT, wire.DWK_PERSON)}
         self.issuer_keys = IssuerKeys(fetcher_json(fetcher), clock=ctx.clock.now, local=own)
-        self.replay = DatabaseReplayCache(ctx.store)
+        self.replay: ReplayCache = ctx.replay_cache or DatabaseReplayCache(ctx.store)
         self._pairwise_secret: bytes | None = None
 
     @property

@@ -127,8 +127,9 @@ class Store:
         self.payments = PaymentRepository(self)
 
     @classmethod
-    async def open(cls, url: str, clock: Clock | None = None, *, run_migrations: bool = True) -> Store:
-        engine = make_engine(url)
+    async def open(cls, url: str, clock: Clock | None = None, *, run_migrations: bool = True,
+                   pool_size: int = 10, max_overflow: int = 10) -> Store:
+        engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         if run_migrations:
             await migrate(engine)
         return cls(engine, clock)
