@@ -72,23 +72,29 @@ async def notes(request: Request) -> JSONResponse:
     return JSONResponse({"typ": state["typ"], "sub": state["claims"]["sub"], "scope": state["claims"].get("scope")})
 
 
-@pytest.fixture
-async def world(settings: Settings, store: Store, clock: FrozenClock) -> AsyncIterator[World]:
+DEFAULT_RULES = [require("/me", "person"), require("/notes", "auth", "notes:read", methods=["GET"]),
+                 require("/notes", "auth", "notes:read", "notes:write", methods=["POST"])]
+
+
+async def make_world(settings: Settings, store: Store, clock: FrozenClock, *, rules: list[Any] | None = None,
+                     **overrides: Any) -> World:
+    """Our server (agent provider + person server) at PS and a notes API at RES behind AgentAuthResource, on
+    one in-process router; alice with an agent enrolled over HTTP; the issuers' JWKS for the peer."""
     s = replace(settings, issuer=PS, agentauth_enabled=True, agentauth_admin_key=ADMIN_KEY, agentauth_poll_interval=0,
-                agentauth_scope_risk={"notes:read": "low", "notes:write": "high"}).validate()
+                **{"agentauth_scope_risk": {"notes:read": "low", "notes:write": "high"}, **overrides}).validate()
     apps: dict[str, Any] = {}
     router = HostRouter(apps)
     ctx = await build_context(s, clock, store, fetcher=Fetcher(transport=router))
     apps["authgate.test"] = create_app(ctx)
     resource_key = OKPKey.generate_key("Ed25519", parameters={"alg": "Ed25519"}, private=True)
     http = httpx.AsyncClient(transport=router)
-    api = Starlette(routes=[Route("/notes", notes, methods=["GET", "POST"]), Route("/me", notes)])
+    api = Starlette(routes=[Route("/notes", notes, methods=["GET", "POST"]), Route("/me", notes),
+                            Route("/pay", notes, methods=["POST"])])
     apps["api.test"] = AgentAuthResource(
         api, resource_id=RES, signer=Signer(kid="res-1", key=resource_key), fetch_json=httpx_fetcher(http),
         trusted_person_servers=[PS], replay=MemoryReplayCache(clock), clock=clock.now,
         scope_descriptions={"notes:read": "Read notes", "notes:write": "Write notes"},
-        rules=[require("/me", "person"), require("/notes", "auth", "notes:read", methods=["GET"]),
-               require("/notes", "auth", "notes:read", "notes:write", methods=["POST"])])
+        rules=rules if rules is not None else DEFAULT_RULES)
     router.transports = {h: httpx.ASGITransport(app=a, client=("127.0.0.1", 50000)) for h, a in apps.items()}
     owner = await add_user(store, "alice")
     key, _ = aauth.generate_ed25519_keypair()
@@ -101,8 +107,14 @@ async def world(settings: Settings, store: Store, clock: FrozenClock) -> AsyncIt
         meta = (await http.get(f"{iss}/.well-known/{dwk}")).json()
         assert meta["issuer"] == iss
         jwks[(iss, dwk)] = (await http.get(meta["jwks_uri"])).json()
-    yield World(http, ctx, owner, key, r.json()["agent_token"], r.json()["agent_id"], jwks)
-    await http.aclose()
+    return World(http, ctx, owner, key, r.json()["agent_token"], r.json()["agent_id"], jwks)
+
+
+@pytest.fixture
+async def world(settings: Settings, store: Store, clock: FrozenClock) -> AsyncIterator[World]:
+    w = await make_world(settings, store, clock)
+    yield w
+    await w.http.aclose()
 
 
 async def signed_get(w: World, url: str, token: str) -> httpx.Response:

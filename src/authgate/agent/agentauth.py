@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import inspect
 import json
 import os
@@ -191,6 +192,7 @@ class AgentAuth(httpx.Auth):
         self.clock = clock
         self._state = _State()
         self._lock = asyncio.Lock()
+        self._recent: dict[tuple[str, int], None] = {}
         self._set_agent_token(agent_token)
 
     def _set_agent_token(self, token: str) -> None:
@@ -240,9 +242,21 @@ class AgentAuth(httpx.Auth):
             if name in request.headers:
                 del request.headers[name]
         covered = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization")}
+        # Servers refuse a second use of the same signed request (there is no nonce; ``created`` has one-second
+        # resolution), so two identical requests in one second would look like a replay: the second one is
+        # dated a second later instead (well inside the verifier's window).
+        created = int(self.clock())
+        fingerprint = hashlib.sha256(b"\0".join([request.method.encode(), str(request.url).encode(),
+                                                  request.content, token.encode(),
+                                                  *(f"{k}:{v}".encode() for k, v in sorted(covered.items()))])
+                                     ).hexdigest()
+        while (fingerprint, created) in self._recent:
+            created += 1
+        self._recent[(fingerprint, created)] = None
+        while len(self._recent) > 1024:
+            del self._recent[next(iter(self._recent))]
         added = sign_request(method=request.method, url=str(request.url), headers=covered, body=request.content,
-                             key=self.key.private_key, signature_key=jwt_scheme(token),
-                             created=int(self.clock()))
+                             key=self.key.private_key, signature_key=jwt_scheme(token), created=created)
         request.headers.update(added)
 
     # -- tokens --------------------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ class PersonServer:
         return rt, presented
 
     async def _mint(self, *, agent: AgentRecord, jwk: dict[str, Any], resource: str, sub: str, scopes: list[str],
-                    limit: int) -> dict[str, Any]:
+                    limit: int, amount: dict[str, str] | None = None) -> dict[str, Any]:
         srv = self.srv
         now = srv.now()
         exp = min(now + srv.settings.agentauth_auth_token_ttl, limit)
@@ -162,6 +162,8 @@ class PersonServer:
                                   "ps": srv.issuer, "sub": sub, "cnf": {"jwk": jwk}}
         if scopes:
             claims["scope"] = " ".join(scopes)
+        if amount is not None:
+            claims["amount"] = amount  # authgate profile: the auth token is good for this amount only
         token = (await srv.signer()).sign(wire.TYP_AUTH, claims)
         await self.store.agentauth.record_token(jti=claims["jti"], typ=wire.TYP_AUTH, agent_id=agent.agent_id,
                                                 subject=agent.owner, audience=resource, issued_at=now, expires_at=exp)
@@ -180,14 +182,20 @@ class PersonServer:
         if len(scopes) > MAX_SCOPES or not all(_SCOPE.match(s) for s in scopes):
             raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token's scope is malformed")
         remembered = await self.store.agentauth.remembered_scopes(agent.owner, agent.agent_id, resource)
-        decision = consent.decide(srv.settings, resource, scopes, remembered)
+        raw_amount = rt.claims.get("amount")
+        try:
+            amount = consent.parse_amount(raw_amount)
+        except ValueError as exc:
+            raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token's amount is malformed") from exc
+        decision = consent.decide(srv.settings, resource, scopes, remembered, amount)
         limit = min(int(caller.claims["exp"]), int(presented.claims["exp"]))
-        audit = {"resource": resource, "scopes": scopes, "reason": decision.reason, "high_risk": list(decision.high)}
+        audit = {"resource": resource, "scopes": scopes, "reason": decision.reason, "high_risk": list(decision.high),
+                 "amount": raw_amount}
         if decision.grant_now:
             await self.store.audit("agentauth.consent_granted", client_id=agent.agent_id, subject=agent.owner,
                                    **audit)
             result = await self._mint(agent=agent, jwk=caller.jwk, resource=resource, sub=rt.claims["sub"],
-                                      scopes=scopes, limit=limit)
+                                      scopes=scopes, limit=limit, amount=raw_amount)
             return json_response(result)
         capabilities = body.get("capabilities")
         interactive = isinstance(capabilities, list) and wire.REQ_INTERACTION in capabilities
@@ -209,14 +217,15 @@ class PersonServer:
         approval = await srv.ctx.approvals.create(
             kind=APPROVAL_KIND, subject=agent.owner, client_id=agent.agent_id, ttl=ttl, reason=reason,
             details={"agent": agent.agent_id, "agent_name": agent.name, "resource": resource, "scopes": scopes,
-                     "high_risk_scopes": list(decision.high), "why_asked": decision.reason},
+                     "high_risk_scopes": list(decision.high), "why_asked": decision.reason,
+                     **({"amount": str(amount[0]), "currency": amount[1]} if amount else {})},
             notify=out_of_band)
         await self.store.audit("agentauth.consent_asked", client_id=agent.agent_id, subject=agent.owner, **audit,
                                approval=approval.id)
         handle = secrets.token_urlsafe(32)
         payload = {"approval": approval.id, "agent_id": agent.agent_id, "jkt": caller.jkt, "jwk": caller.jwk,
                    "resource": resource, "sub": rt.claims["sub"], "scopes": scopes, "low": list(decision.low),
-                   "limit": limit}
+                   "limit": limit, "amount": raw_amount}
         code = None
         if not out_of_band:
             code = interaction_code()
@@ -270,7 +279,7 @@ class PersonServer:
         await self.store.audit("agentauth.consent_granted", client_id=agent.agent_id, subject=agent.owner, **audit,
                                reason="approved", remembered=p["low"])
         result = await self._mint(agent=agent, jwk=p["jwk"], resource=p["resource"], sub=p["sub"],
-                                  scopes=p["scopes"], limit=int(p["limit"]))
+                                  scopes=p["scopes"], limit=int(p["limit"]), amount=p.get("amount"))
         return json_response(result)
 
     async def poll(self, request: Request, caller: Caller, handle: str) -> Response:

@@ -26,6 +26,7 @@ TLS-terminating proxy list the public host); ``X-Forwarded-*`` is never read. Im
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,7 +39,7 @@ from authgate.agentauth import wire
 from authgate.agentauth.discovery import FetchJSON, IssuerKeys, fetcher_json
 from authgate.agentauth.errors import Problem, TokenProblem
 from authgate.agentauth.signing import Caller, scope_headers, scope_target, verify_signed
-from authgate.agentauth.tokens import PublicKey, Signer, base_claims, public_jwk, scopes_of
+from authgate.agentauth.tokens import PublicKey, Signer, base_claims, parse_amount, public_jwk, scopes_of
 from authgate.crypto.httpsig import SignatureError
 from authgate.net.fetch import Fetcher
 
@@ -51,12 +52,19 @@ JWKS_PATH = "/.well-known/aauth-resource-jwks.json"
 MAX_BODY = 1024 * 1024
 
 
+#: ``(scope, body) -> {"value": "12.50", "currency": "EUR"}`` or None: the amount a call commits to.
+AmountOf = Callable[[Scope, bytes], Mapping[str, str] | None]
+
+
 @dataclass(frozen=True)
 class Rule:
     path: str
     need: Need
     scopes: tuple[str, ...] = ()
     methods: frozenset[str] | None = None
+    #: For calls that spend: the auth token must name exactly this amount (authgate profile claim ``amount``),
+    #: so the person server can ask for amounts above its threshold every time.
+    amount: AmountOf | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.methods is not None and method not in self.methods and not (method == "HEAD" and "GET" in self.methods):
@@ -67,8 +75,9 @@ class Rule:
         return path == self.path
 
 
-def require(path: str, need: Need, *scopes: str, methods: Iterable[str] | None = None) -> Rule:
-    return Rule(path, need, tuple(scopes), frozenset(m.upper() for m in methods) if methods else None)
+def require(path: str, need: Need, *scopes: str, methods: Iterable[str] | None = None,
+            amount: AmountOf | None = None) -> Rule:
+    return Rule(path, need, tuple(scopes), frozenset(m.upper() for m in methods) if methods else None, amount)
 
 
 class AgentAuthResource:
@@ -183,14 +192,32 @@ class AgentAuthResource:
                           headers={wire.H_REQUIREMENT: wire.requirement_header(wire.REQ_PERSON_TOKEN)})
         if rule.need == "person":
             return caller
+        amount: dict[str, str] | None = None
+        if rule.amount is not None:
+            try:
+                found = rule.amount(scope, body)
+                amount = {"value": found["value"], "currency": found["currency"]} if found else None
+                parse_amount(amount)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise Problem(400, wire.E_INVALID_REQUEST, "the amount of this call is malformed") from exc
         have = scopes_of(caller.claims) if caller.typ == wire.TYP_AUTH else frozenset()
-        if set(rule.scopes) <= have:
+        satisfied = set(rule.scopes) <= have and (rule.amount is None or caller.claims.get("amount") == amount)
+        if satisfied and (rule.amount is None or await self._first_spend(caller)):
             return caller
-        token = self.resource_token(caller, rule.scopes)
+        token = self.resource_token(caller, rule.scopes, amount)
         raise Problem(401, wire.E_INSUFFICIENT_SCOPE, "an auth token with more scope is required",
                       headers={wire.H_REQUIREMENT: wire.requirement_header(wire.REQ_AUTH_TOKEN, resource_token=token)})
 
-    def resource_token(self, caller: Caller, scopes: Sequence[str]) -> str:
+    async def _first_spend(self, caller: Caller) -> bool:
+        """An auth token that names an amount pays once: its ``jti`` is recorded in the replay cache until it
+        expires, and a second call with it is challenged again (so the person server can ask again)."""
+        if self.replay is None:
+            return True
+        key = hashlib.sha256(f"agentauth-spend\0{caller.claims['iss']}\0{caller.claims['jti']}".encode()).digest()
+        ttl = max(1, int(caller.claims["exp"]) - int(self.clock()))
+        return not await self.replay.seen_before(key, ttl)
+
+    def resource_token(self, caller: Caller, scopes: Sequence[str], amount: Mapping[str, str] | None = None) -> str:
         """An ``aa-resource+jwt`` for the missing-scope challenge (-11 §7): ``aud`` = the person server that
         vouched for the presented token, bound to it (``presented_jti``, ``sub``) and to the signer's key."""
         claims = caller.claims
@@ -203,6 +230,8 @@ class AgentAuthResource:
         for name in ("mission_s256", "tenant"):
             if name in claims:
                 out[name] = claims[name]
+        if amount is not None:
+            out["amount"] = dict(amount)
         return self.signer.sign(wire.TYP_RESOURCE, out)
 
 

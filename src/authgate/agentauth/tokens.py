@@ -18,6 +18,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -289,6 +290,24 @@ async def verify_token(
     if is_revoked is not None and await is_revoked(iss, claims["jti"]):
         raise TokenProblem(wire.SIG_REVOKED_JWT, "revoked")
     return Verified(typ=typ, claims=dict(claims), header=header)
+
+
+_AMOUNT = re.compile(r"^[0-9]{1,15}(?:\.[0-9]{1,8})?$")
+_CURRENCY = re.compile(r"^[A-Za-z0-9]{1,12}$")
+
+
+def parse_amount(value: Any) -> tuple[Decimal, str] | None:
+    """The authgate-profile ``amount`` claim (``{"value": "12.50", "currency": "EUR"}``) as (value, currency);
+    None when absent; ValueError when malformed."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"value", "currency"}:
+        raise ValueError("amount must be {value, currency}")
+    number, currency = value["value"], value["currency"]
+    if not isinstance(number, str) or not _AMOUNT.match(number) or not isinstance(currency, str) \
+            or not _CURRENCY.match(currency):
+        raise ValueError("amount value must be a decimal string and currency a short code")
+    return Decimal(number), currency
 
 
 def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
