@@ -137,6 +137,9 @@ def load_public_jwk(jwk: Mapping[str, Any], *, allow_eddsa: bool = False) -> Ver
     if "d" in jwk:
         raise JWKError("a private key was sent as a public JWK")
     kty, crv, x, y, alg = jwk.get("kty"), jwk.get("crv"), jwk.get("x"), jwk.get("y"), jwk.get("alg")
+    if not all(v is None or isinstance(v, str) for v in (kty, crv, x, y, alg)):
+        # A JSON array or object member would be unhashable as a cache key: a TypeError, i.e. a 500.
+        raise JWKError("JWK members kty, crv, x, y and alg must be strings")
     cache_key = (kty, crv, x, y, alg, allow_eddsa)
     hit = _CACHE.get(cache_key)
     if hit is not None:
