@@ -47,22 +47,18 @@ def require_postgres() -> None:
 
 
 def require_redis() -> None:
-    async def probe() -> None:
-        from redis.asyncio import Redis
+    from redis import Redis
 
-        client = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        try:
-            await client.ping()
-        finally:
-            await client.aclose()
-
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
-        asyncio.run(probe())
+        client.ping()
     except Exception as exc:
         reason = f"Redis not reachable at {REDIS_URL}: {exc.__class__.__name__}: {exc}"
         if REQUIRE_REDIS:
             pytest.fail(reason)
         pytest.skip(reason)
+    finally:
+        client.close()
 
 
 @contextmanager

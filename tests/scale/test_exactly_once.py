@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authgate.config import to_sqlalchemy_url
@@ -24,6 +25,7 @@ from authgate.crypto.httpsig import sign_request
 from authgate.crypto.jwk import public_jwk
 from authgate.crypto.signature_key import jwt_scheme
 from authgate.store import Store
+from authgate.store import tables as t
 from tests.helpers import REDIRECT, add_client, add_user, authorize_params, pkce_pair, redirect_params
 from tests.scale.cluster import REDIS_URL, Cluster, fresh_database, require_redis, server_env
 
@@ -227,27 +229,28 @@ async def test_agentauth_signed_request_is_accepted_once_database_replay_cache(
     await _signed_request_accepted_once(cluster[0], store, http)
 
 
-async def test_agentauth_signed_request_is_accepted_once_redis_replay_cache(
-        tmp_path: Path, http: httpx.AsyncClient) -> None:
+def test_agentauth_signed_request_is_accepted_once_redis_replay_cache(tmp_path: Path) -> None:
     require_redis()
     with fresh_database() as database:
         c = _start(tmp_path, database, redis_url=REDIS_URL)
         try:
-            st = await Store.open(to_sqlalchemy_url(database), run_migrations=False)
-            try:
-                await _signed_request_accepted_once(c, st, http)
-                # The winner's record is in Redis, not in the database's replay table.
-                import sqlalchemy as sa
-
-                from authgate.store import tables as t
-
-                async with st.engine.connect() as conn:
-                    rows = (await conn.execute(sa.select(sa.func.count()).select_from(t.signature_replay))).scalar()
-                assert rows == 0
-            finally:
-                await st.close()
+            asyncio.run(_redis_race(c, database))
         finally:
             _clean(c.stop())
+
+
+async def _redis_race(c: Cluster, database: str) -> None:
+    st = await Store.open(to_sqlalchemy_url(database), run_migrations=False)
+    limits = httpx.Limits(max_connections=ATTEMPTS, max_keepalive_connections=ATTEMPTS)
+    try:
+        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+            await _signed_request_accepted_once(c, st, http)
+        # The records are in Redis, not in the database's replay table.
+        async with st.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(sa.func.count()).select_from(t.signature_replay))).scalar()
+        assert rows == 0
+    finally:
+        await st.close()
 
 
 async def test_registration_access_token_rotation_has_one_winner(cluster: tuple[Cluster, str],
