@@ -86,7 +86,7 @@ def _shared_state(settings: Settings, store: Store) -> tuple[SharedRedis | None,
     from authgate.agentauth.replay import DatabaseReplayCache
     from authgate.shared.replay import RedisReplayCache
 
-    redis = SharedRedis.from_url(settings.redis_url)
+    redis = SharedRedis.from_url(settings.redis_url, prefix=settings.redis_prefix)
     return redis, RedisReplayCache(redis, DatabaseReplayCache(store))
 
 

@@ -43,6 +43,8 @@ class Settings:
     #: ``redis://host:6379/0``: rate-limit buckets and the Agent Auth replay cache shared by every process via
     #: Redis (authgate.shared). Empty = off: replay records in the database, rate limits per process.
     redis_url: str = ""
+    #: Start of every Redis key authgate writes: deployments (or tests) sharing one Redis keep apart by it.
+    redis_prefix: str = "authgate:"
     #: ``authgate serve`` processes (uvicorn workers) on one port; each has its own pool and caches.
     workers: int = 1
     #: Seconds a stopping server lets in-flight requests (settlements, token issuance) finish before closing.
@@ -276,6 +278,8 @@ def _validate_scale(s: Settings) -> None:
         raise ConfigError("shutdown_timeout must be between 0 and 3600 seconds")
     if s.redis_url and urlsplit(s.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
+    if not 1 <= len(s.redis_prefix) <= 64 or not s.redis_prefix.isprintable() or " " in s.redis_prefix:
+        raise ConfigError("redis_prefix must be 1..64 printable characters without spaces")
 
 
 def _validate_token_exchange(s: Settings) -> None:

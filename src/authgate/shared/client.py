@@ -17,27 +17,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("authgate.shared")
 
-#: Every key authgate writes starts with this, so a shared Redis can be inspected and flushed per application.
-PREFIX = "authgate:"
-
-
 class SharedRedis:
     """A ``redis.asyncio`` client plus outage bookkeeping. Build one per process with :meth:`from_url`."""
 
-    def __init__(self, client: Redis, *, cooldown: float = 5.0) -> None:
+    def __init__(self, client: Redis, *, cooldown: float = 5.0, prefix: str = "authgate:") -> None:
         self.client = client
+        #: Start of every key (``redis_prefix``), so a shared Redis can be inspected and flushed per deployment.
+        self.prefix = prefix
         self.cooldown = cooldown
         self._open_until = 0.0  # monotonic time until which Redis is not tried
         self._last_failure = float("-inf")
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = 0.5, cooldown: float = 5.0) -> SharedRedis:
+    def from_url(cls, url: str, *, timeout: float = 0.5, cooldown: float = 5.0,
+                 prefix: str = "authgate:") -> SharedRedis:
         """Short socket timeouts: a request waits at most ``timeout`` on a sick Redis, once per cooldown."""
         from redis.asyncio import Redis
 
         client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                 health_check_interval=30)
-        return cls(client, cooldown=cooldown)
+        return cls(client, cooldown=cooldown, prefix=prefix)
 
     def available(self) -> bool:
         return time.monotonic() >= self._open_until

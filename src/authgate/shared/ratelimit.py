@@ -11,7 +11,7 @@ import hashlib
 
 from redis.exceptions import RedisError
 
-from authgate.shared.client import PREFIX, SharedRedis
+from authgate.shared.client import SharedRedis
 
 
 class RedisCounter:
@@ -24,7 +24,7 @@ class RedisCounter:
         if not self.redis.available():
             return None
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        name = f"{PREFIX}rl:{digest}:{window_start}"
+        name = f"{self.redis.prefix}rl:{digest}:{window_start}"
         try:
             async with self.redis.client.pipeline(transaction=True) as pipe:
                 pipe.incr(name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from redis.exceptions import RedisError
 
 from authgate.agentauth.replay import ReplayCache
-from authgate.shared.client import PREFIX, SharedRedis
+from authgate.shared.client import SharedRedis
 
 
 class RedisReplayCache:
@@ -26,7 +26,8 @@ class RedisReplayCache:
         if not self.redis.available():
             return None
         try:
-            created = await self.redis.client.set(f"{PREFIX}replay:{key.hex()}", b"1", nx=True, ex=max(1, ttl))
+            name = f"{self.redis.prefix}replay:{key.hex()}"
+            created = await self.redis.client.set(name, b"1", nx=True, ex=max(1, ttl))
         except (RedisError, OSError) as exc:
             self.redis.failed(exc)
             return None
