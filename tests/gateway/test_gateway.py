@@ -365,3 +365,39 @@ async def test_method_override_headers_are_not_forwarded(gw: Gateway) -> None:
     assert r.status_code == 200
     names = set(gw.upstream.seen[-1].headers.keys())
     assert not names & {"x-http-method-override", "x-http-method", "x-method-override"}
+
+
+async def test_the_default_pool_over_real_sockets_bodies_head_and_timeout() -> None:
+    """The production path (httpcore pool, no injected transport): request bodies by length and chunked, HEAD,
+    query strings, a slow upstream (504) — against uvicorn on loopback."""
+    import asyncio
+
+    from tests.servers import free_port, serve
+
+    async def echo(request: Request) -> Response:
+        if request.url.path == "/slow":
+            await asyncio.sleep(2)
+        body = await request.body()
+        return JSONResponse({"body": body.decode(), "query": request.url.query,
+                             "te": request.headers.get("transfer-encoding"),
+                             "length": request.headers.get("content-length")})
+
+    port = free_port()
+    upstream = Starlette(routes=[StarletteRoute("/{p:path}", echo, methods=["GET", "POST", "HEAD"])])
+    proxy = Proxy(f"http://127.0.0.1:{port}", identity="plain", read_timeout=0.5)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in (b"ab", b"cd"):
+            yield part
+
+    async with serve(upstream, port), httpx.AsyncClient(transport=httpx.ASGITransport(app=proxy),
+                                                         base_url=API) as http:
+        sized = await http.post("/echo?a=1&b=%20", content=b"hello")
+        chunked = await http.post("/echo", content=chunks())
+        head = await http.head("/echo")
+        slow = await http.get("/slow")
+    await proxy.aclose()
+    assert sized.json() == {"body": "hello", "query": "a=1&b=%20", "te": None, "length": "5"}
+    assert chunked.json() == {"body": "abcd", "query": "", "te": "chunked", "length": None}
+    assert head.status_code == 200 and head.content == b""
+    assert slow.status_code == 504 and slow.json()["error"] == "upstream_timeout"

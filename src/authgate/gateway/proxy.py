@@ -26,9 +26,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal
 
+import httpcore
 import httpx
 from starlette.types import Receive, Scope, Send
 
@@ -51,6 +53,19 @@ _REPLACED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host
 
 class _BodyTooLarge(Exception):
     pass
+
+
+TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
+UPSTREAM_ERRORS = (httpx.HTTPError, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
+                   httpcore.ConnectionNotAvailable, *TIMEOUTS)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[str]:
@@ -108,16 +123,52 @@ class Proxy:
         self.strip_cookies = strip_cookies
         self.max_body = max_body
         self.clock = clock
-        # The transport directly, not an AsyncClient: a proxy needs no cookie jar, redirects, auth or URL
-        # merging, and skipping them halves the per-request cost (benchmarks/gateway_overhead.py).
-        self.transport = transport or httpx.AsyncHTTPTransport(
-            retries=0, trust_env=False,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
         self.timeout = {"connect": connect_timeout, "read": read_timeout, "write": write_timeout,
                         "pool": connect_timeout}
+        # By default a bare httpcore pool: a proxy needs no cookie jar, redirects, auth, URL merging or header
+        # normalisation, and skipping httpx's client and request models more than halves our per-request CPU
+        # (benchmarks/gateway_overhead.py). ``transport`` (an httpx transport, e.g. ASGITransport in tests)
+        # takes the httpx path instead; both relay the same way.
+        self.transport = transport
+        self.pool: httpcore.AsyncConnectionPool | None = None
+        if transport is None:
+            self.pool = httpcore.AsyncConnectionPool(max_connections=max_connections,
+                                                     max_keepalive_connections=max_connections, retries=0)
+            port = url.port or (443 if url.scheme == "https" else 80)
+            self._origin = (url.scheme.encode(), url.host.encode("ascii"), port)
+            self._host = url.netloc
+            self._base = url.raw_path.rstrip(b"/")
 
     async def aclose(self) -> None:
-        await self.transport.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
+        if self.transport is not None:
+            await self.transport.aclose()
+
+    async def _open(self, method: str, path: str, headers: list[tuple[str, str]],
+                    body: AsyncIterator[bytes] | None) -> _Answer:
+        """Send the request upstream; the answer's status, raw headers, raw body stream and closer."""
+        if self.pool is not None:
+            raw = [(b"host", self._host)]
+            raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+            if body is not None and not any(k == "content-length" for k, _ in headers):
+                raw.append((b"transfer-encoding", b"chunked"))
+            scheme, host, port = self._origin
+            request = httpcore.Request(method.encode("ascii"), httpcore.URL(
+                scheme=scheme, host=host, port=port, target=self._base + path.encode("latin-1")), headers=raw,
+                content=body if body is not None else b"", extensions={"timeout": self.timeout})
+            core = await self.pool.handle_async_request(request)
+            return _Answer(core.status, list(core.headers), core.aiter_stream(), core.aclose)
+        assert self.transport is not None
+        response = await self.transport.handle_async_request(httpx.Request(
+            method, self.upstream + path, headers=headers, content=body, extensions={"timeout": self.timeout}))
+        if response.is_stream_consumed:  # an in-memory transport read it already
+
+            async def once() -> AsyncIterator[bytes]:
+                yield response.content
+
+            return _Answer(response.status_code, list(response.headers.raw), once(), response.aclose)
+        return _Answer(response.status_code, list(response.headers.raw), response.aiter_raw(), response.aclose)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -142,40 +193,35 @@ class Proxy:
                          if declared.isdigit() else "Malformed Content-Length"})
             return
         has_body = declared not in (None, "0") or any(k == b"transfer-encoding" for k, _ in scope["headers"])
-        request = httpx.Request(method, self.upstream + path, headers=headers,
-                                content=self._body(receive) if has_body else None,
-                                extensions={"timeout": self.timeout})
         try:
-            response = await self.transport.handle_async_request(request)
+            answer = await self._open(method, path, headers, self._body(receive) if has_body else None)
         except _BodyTooLarge:
             await _json(send, 413, {"error": "invalid_request", "error_description": "Request body too large"})
             return
-        except httpx.TimeoutException as exc:
+        except TIMEOUTS as exc:
             logger.warning("upstream timeout: %s %s (%s)", method, scope["path"], exc.__class__.__name__)
             await _json(send, 504, {"error": "upstream_timeout",
                                     "error_description": "The upstream API did not answer in time"})
             return
-        except httpx.HTTPError as exc:
+        except UPSTREAM_ERRORS as exc:
             logger.warning("upstream unavailable: %s %s (%s)", method, scope["path"], exc.__class__.__name__)
             await _json(send, 502, {"error": "upstream_unavailable",
                                     "error_description": "The upstream API could not be reached"})
             return
         try:
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": forward_response_headers(response.headers.raw)})
-            if method != "HEAD" and response.is_stream_consumed:  # an in-memory transport read it already
-                await send({"type": "http.response.body", "body": response.content, "more_body": True})
-            elif method != "HEAD":
-                async for chunk in response.aiter_raw():
+            await send({"type": "http.response.start", "status": answer.status,
+                        "headers": forward_response_headers(answer.headers)})
+            if method != "HEAD":
+                async for chunk in answer.body:
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except httpx.HTTPError as exc:
+        except UPSTREAM_ERRORS as exc:
             # Mid-body: the status is out; returning without finishing makes the server abort the connection.
             logger.warning("upstream failed mid-response: %s %s (%s)", method, scope["path"],
                            exc.__class__.__name__)
         finally:
-            await response.aclose()
+            await answer.close()
 
     async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
         size = 0
