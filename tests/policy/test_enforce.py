@@ -93,3 +93,24 @@ def test_mechanisms_the_policy_names_must_be_configured() -> None:
     with pytest.raises(PolicyError, match=r"^routes\[1\] \(GET /notes\): allow\[0\] \(oauth\): the oauth mechanism is "
                                           r"not configured \(\[oauth\]\)$"):
         PolicyMiddleware(FastAPI(), POLICY)
+
+
+async def test_cors_preflights_pass_only_for_routes_the_policy_serves() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    resource = ProtectedResource(resource=API, authorization_servers=["https://as.test"])
+    deny = Policy(POLICY.routes)  # unmatched = "deny"
+    middleware = PolicyMiddleware(app, deny, bearer=BearerGuard(TableVerifier(TOKENS), resource),
+                                  agentauth=agentauth())
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "GET"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=middleware), base_url=API) as http:
+        served = await http.options("/notes", headers=preflight)
+        unknown = await http.options("/admin", headers=preflight)
+        wrong_method = await http.options("/notes", headers={**preflight, "Access-Control-Request-Method": "DELETE"})
+    assert served.status_code == 204 and seen == ["/notes"]
+    assert unknown.status_code == 403 and wrong_method.status_code == 403

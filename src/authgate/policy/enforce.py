@@ -138,15 +138,17 @@ class PolicyMiddleware:
         method: str = scope.get("method", "GET").upper() if kind == "http" else "GET"
         if kind == "http" and await self._well_known(path, scope, receive, send):
             return
-        if kind == "http" and method == "OPTIONS" and _header(scope, b"access-control-request-method"):
-            await self.app(scope, receive, send)  # CORS preflight: browsers send no credentials
-            return
         if not normal_path(scope):
             await _answer(scope, send, 400, {"Content-Type": "application/json", "Cache-Control": "no-store"},
                           b'{"error":"invalid_request","error_description":"Path not in normal form"}')
             return
         state = scope.setdefault("state", {})
         route = self.policy.route_for(method, path)
+        preflight = kind == "http" and method == "OPTIONS" and _header(scope, b"access-control-request-method")
+        if preflight and (self.policy.unmatched == "public" or self.policy.route_for(
+                str(_header(scope, b"access-control-request-method")).upper(), path) is not None):
+            await self.app(scope, receive, send)  # CORS preflight of a route we serve: browsers send no credentials
+            return
         if route is None:
             if self.policy.unmatched == "public":
                 state[STATE_KEY] = Identity("public")
