@@ -401,3 +401,15 @@ async def test_the_default_pool_over_real_sockets_bodies_head_and_timeout() -> N
     assert chunked.json() == {"body": "abcd", "query": "", "te": "chunked", "length": None}
     assert head.status_code == 200 and head.content == b""
     assert slow.status_code == 504 and slow.json()["error"] == "upstream_timeout"
+
+
+async def test_first_satisfied_alternative_wins_so_a_token_holder_is_not_charged(gw: Gateway) -> None:
+    requirements = offered(await gw.http.get("/weather"))
+    both = {"Authorization": "Bearer reader", "PAYMENT-SIGNATURE": payment(requirements)}
+    r = await gw.http.get("/weather", headers=both)  # oauth comes first on /weather
+    assert r.status_code == 200 and "payment-response" not in r.headers
+    assert gw.facilitator.verified == [] and gw.facilitator.settled == []
+    paid = await gw.http.get("/paid", headers=both)  # x402 comes first on /paid: the payment decides
+    assert paid.status_code == 200 and gw.facilitator.settled == ["10000"]
+    who = verify_identity(gw.upstream.seen[-1].headers.items(), method="GET", target="/paid", secret=SECRET)
+    assert who["mechanism"] == "x402"
