@@ -24,7 +24,7 @@ from authgate.approvals import links as approval_links
 from authgate.approvals import web as approvals_web
 from authgate.approvals.channels import build_notifier
 from authgate.clock import Clock, SystemClock
-from authgate.config import Settings
+from authgate.config import ConfigError, Settings
 from authgate.context import ServerContext
 from authgate.crypto.keys import KeyRing
 from authgate.dcr import cimd
@@ -175,6 +175,16 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         facilitator = LazyFacilitator(ctx.settings, ctx.store, ctx.clock,
                                       on_settle=lambda net, outcome: ctx.metrics.settlements.labels(net, outcome).inc())
         routes.append(Mount("/x402", app=facilitator))
+    # The route-policy gateway (docs/gateway.md) answers every path no server route does.
+    gateway = None
+    if ctx.settings.gateway_config:
+        from authgate.gateway.config import build_gateway, load_gateway_config
+        from authgate.policy.model import PolicyError
+
+        try:
+            gateway = build_gateway(load_gateway_config(ctx.settings.gateway_config))
+        except PolicyError as exc:
+            raise ConfigError(str(exc)) from None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -194,12 +204,16 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
                 await drain(10.0)
             if facilitator is not None:
                 await facilitator.aclose()
+            if gateway is not None:
+                await gateway.aclose()
             if ctx.redis is not None:
                 await ctx.redis.aclose()
             if close_store:
                 await ctx.store.close()
 
     starlette = Starlette(routes=routes, lifespan=lifespan, exception_handlers={405: _method_not_allowed})
+    if gateway is not None:
+        starlette.router.default = gateway
     app: ASGIApp = ops_http.Observed(starlette, ctx.metrics, lambda: ops_http.route_templates(starlette.routes))
     if ctx.settings.auto_approve:
         app = DevModeHeader(app)

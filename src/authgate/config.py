@@ -223,6 +223,11 @@ class Settings:
     #: before answering ``settlement_pending``; keep it below the callers' HTTP timeout (Python SDK: 90 s).
     x402_settle_timeout: int = 60
 
+    # -- route-policy gateway (authgate.gateway; docs/gateway.md) --------------------------------------------
+    #: A gateway file (``authgate gateway``'s format) to serve inside ``authgate serve``: every request that no
+    #: server route answers goes through its route policies to its upstream. Empty: no gateway.
+    gateway_config: str = ""
+
     @property
     def issuer_url(self) -> str:
         if self.issuer:
@@ -260,6 +265,8 @@ class Settings:
             raise ConfigError("default_scopes must be a subset of scopes")
         _validate_token_exchange(self)
         _validate_scale(self)
+        if self.gateway_config and not Path(self.gateway_config).is_file():
+            raise ConfigError(f"gateway_config: {self.gateway_config} is not a file")
         _validate_delivery(self)
         _validate_aauth_identity(self)
         _validate_aauth_grant(self)

@@ -1,0 +1,79 @@
+"""``gateway_config`` in ``authgate serve``: server routes stay the server's; every other path goes through the
+gateway's policy to its upstream; a bad gateway file is a configuration error naming the file and field."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from authgate.app import build_context, create_app
+from authgate.clock import FrozenClock
+from authgate.config import ConfigError, Settings
+from authgate.store import Store
+from tests.servers import free_port, serve
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+FILE = """
+[gateway]
+upstream = "http://127.0.0.1:{port}"
+public_url = "{issuer}"
+identity = "plain"
+
+[oauth]
+issuer = "{issuer}"
+
+[[routes]]
+path = "/api/public"
+  [[routes.allow]]
+  mechanism = "public"
+
+[[routes]]
+path = "/api/*"
+  [[routes.allow]]
+  mechanism = "oauth"
+  scopes = ["{scope}"]
+"""
+
+
+async def test_serve_mounts_the_gateway_behind_its_own_routes(settings: Settings, store: Store, clock: FrozenClock,
+                                                             tmp_path: Path) -> None:
+    async def api(request: Request) -> JSONResponse:
+        return JSONResponse({"path": request.url.path, "mechanism": request.headers.get("x-authgate-mechanism")})
+
+    port = free_port()
+    path = tmp_path / "gateway.toml"
+    path.write_text(FILE.format(port=port, issuer=settings.issuer_url, scope="read"))
+    ctx = await build_context(replace(settings, gateway_config=str(path)).validate(), clock, store)
+    app = create_app(ctx)
+    async with serve(Starlette(routes=[Route("/{p:path}", api)]), port), \
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.issuer_url) as http:
+        health = await http.get("/health")
+        public = await http.get("/api/public")
+        private = await http.get("/api/notes")
+        metadata = await http.get("/.well-known/oauth-protected-resource")
+        wrong_method = await http.post("/jwks.json")
+    assert health.json() == {"status": "ok"}
+    assert public.json() == {"path": "/api/public", "mechanism": "public"}
+    assert private.status_code == 401 and private.headers["www-authenticate"].startswith("Bearer resource_metadata=")
+    assert metadata.json()["authorization_servers"] == [settings.issuer_url]
+    assert wrong_method.status_code == 405  # a server route with the wrong method is still the server's answer
+
+
+async def test_a_bad_gateway_file_is_a_configuration_error(settings: Settings, store: Store, clock: FrozenClock,
+                                                          tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"gateway_config: .*missing.toml is not a file"):
+        replace(settings, gateway_config=str(tmp_path / "missing.toml")).validate()
+    path = tmp_path / "gateway.toml"
+    path.write_text(FILE.format(port=1, issuer=settings.issuer_url, scope="re ad"))
+    ctx = await build_context(replace(settings, gateway_config=str(path)).validate(), clock, store)
+    with pytest.raises(ConfigError, match=r"gateway.toml: routes\[1\] \(\* /api/\*\): allow\[0\] \(oauth\): scopes: "
+                                          r"invalid scope token: 're ad'"):
+        create_app(ctx)
