@@ -42,7 +42,7 @@ class LazyFacilitator:
         if self._facilitator is None:
             async with self._lock:
                 if self._facilitator is None:
-                    chain = await asyncio.to_thread(build_chain, self.settings)
+                    chain = await asyncio.to_thread(build_chain, self.settings, self.clock)
                     self._chain = chain
                     self._facilitator = Facilitator(
                         {chain.network: chain}, self.store, clock=self.clock,
