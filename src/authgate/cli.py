@@ -95,6 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 os.environ["AUTHGATE_" + flag.upper()] = str(value)
         if args.auto_approve:
             os.environ["AUTHGATE_AUTO_APPROVE"] = "1"
+        # Migrate here, once, before the workers start: SQLite has no advisory lock, and N processes creating
+        # the same tables at once would fail all but one of them.
+        asyncio.run(_migrate(settings))
         print(f"authgate serving {settings.issuer_url} with {settings.workers} workers "
               f"(database: {_safe_db(settings)})", flush=True)
         uvicorn.run("authgate.app:factory", factory=True, workers=settings.workers, **common)
@@ -109,6 +112,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    store = await _with_store(settings)
+    await store.close()
 
 
 def _safe_db(settings: Settings) -> str:
