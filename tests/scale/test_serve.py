@@ -93,3 +93,18 @@ def test_request_in_flight_at_sigterm_is_finished(tmp_path: Path) -> None:
         assert read.status_code == 200 and read.json()["client_name"] == "slow"
     finally:
         again.stop()
+
+
+def test_deployment_doc_settings_load(tmp_path: Path) -> None:
+    """docs/deployment.md's settings block is a valid configuration as written."""
+    import re
+
+    from authgate.config import load_settings
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    match = re.search(r"```toml\n(.*?)```", doc, re.S)
+    assert match
+    path = tmp_path / "authgate.toml"
+    path.write_text(match.group(1))
+    settings = load_settings(path, env={})
+    assert settings.workers == 2 and settings.redis_url and settings.database_url.startswith("postgresql://")
