@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -43,11 +44,11 @@ from authgate.agentauth.resource import JWKS_PATH, AgentAuthResource, require
 from authgate.agentauth.signing import Caller
 from authgate.agentauth.tokens import scopes_of
 from authgate.crypto.httpsig import SignatureError
-from authgate.errors import InsufficientScope, InvalidToken, OAuthError
+from authgate.errors import InsufficientScope, InvalidToken, OAuthError, bearer_challenge
 from authgate.policy.identity import STATE_KEY, Identity
 from authgate.policy.model import X402, AAuth, AgentAuth, Alternative, OAuth, Policy, PolicyError, Route
 from authgate.resource.bearer import BearerGuard, TemporarilyUnavailable
-from authgate.resource.metadata import AAUTH_WELL_KNOWN
+from authgate.resource.metadata import AAUTH_WELL_KNOWN, advertisable
 from authgate.resource.middleware import STATE_KEY as CLAIMS_STATE_KEY
 from authgate.resource.middleware import MetadataEndpoint, token_in_query
 from authgate.resource.verifier import AccessClaims, TokenRejected, VerifierUnavailable
@@ -107,8 +108,6 @@ class PolicyMiddleware:
         if facilitator is not None and any(r.payment() for r in policy.routes):
             if base_url is None:
                 raise PolicyError("x402 routes need base_url (the public origin agents call)")
-            import secrets
-
             siwx_key = secrets.token_bytes(32)
             store = paywall_store
             for route in policy.routes:
@@ -265,13 +264,11 @@ class PolicyMiddleware:
     def _fail(self, attempt: _Attempt, alt: Alternative, exc: OAuthError, scopes: tuple[str, ...]) -> None:
         assert self.bearer is not None
         params = {"error": exc.error, "resource_metadata": self.bearer.resource.metadata_url}
-        if scope_param := self.bearer._scope_param(scopes):
+        if scope_param := " ".join(advertisable(scopes) or self.bearer.resource.scopes_supported):
             params["scope"] = scope_param
         if exc.error == "invalid_request" and "WWW-Authenticate" in exc.headers:
             header = exc.headers["WWW-Authenticate"]
         else:
-            from authgate.errors import bearer_challenge
-
             header = bearer_challenge(params)
         status, headers, body = exc.render()
         attempt.failures.append((alt, status, {**headers, "WWW-Authenticate": header}, body))
