@@ -48,6 +48,12 @@ pytestmark = [pytest.mark.interop, pytest.mark.parametrize("backend", ["sqlite"]
 ADMIN_KEY = "k" * 40
 SECRET = secrets.token_bytes(32)
 PAYEE = localchain.label_address("gateway-payee")
+OFFER = {"mechanism": "x402", "price": "10000", "asset": localchain.TOKEN_ADDRESS, "pay_to": PAYEE,
+         "asset_name": localchain.TOKEN_NAME, "asset_version": localchain.TOKEN_VERSION,
+         "network": localchain.NETWORK, "description": "Weather"}
+#: The one route every peer gets into.
+WEATHER = {"path": "/weather", "methods": ["GET"], "allow": [
+    {"mechanism": "oauth", "scopes": ["weather:read"]}, {"mechanism": "agentauth", "scopes": ["weather:read"]}, OFFER]}
 CREDENTIALS = ("authorization", "signature", "signature-input", "signature-key", "content-digest",
                "payment-signature", "x-payment", "sign-in-with-x", "aauth-requirement", "cookie")
 
@@ -80,7 +86,7 @@ class Upstream:
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/weather", self.weather), Route("/paid/weather", self.weather),
-                                 Route("/events", self.events)])
+                                 Route("/me", self.weather), Route("/events", self.events)])
 
 
 @dataclass
@@ -105,9 +111,6 @@ async def world(settings: Settings, store: Store) -> AsyncIterator[World]:
     chain = EmbeddedChain()
     facilitator = Facilitator({localchain.NETWORK: chain}, store, clock=SystemClock(), settle_timeout=20)
     upstream = Upstream()
-    offer = {"mechanism": "x402", "price": "10000", "asset": localchain.TOKEN_ADDRESS, "pay_to": PAYEE,
-             "asset_name": localchain.TOKEN_NAME, "asset_version": localchain.TOKEN_VERSION,
-             "network": localchain.NETWORK, "description": "Weather"}
     config = gateway_config_from_dict({
         "gateway": {"upstream": f"http://127.0.0.1:{up_port}", "public_url": gateway,
                     "identity_secret_env": "GW_SECRET"},
@@ -116,11 +119,9 @@ async def world(settings: Settings, store: Store) -> AsyncIterator[World]:
         "x402": {"facilitator_url": f"http://127.0.0.1:{fac_port}"},
         "scope_descriptions": {"weather:read": "Read the forecast"},
         "routes": [
-            {"path": "/weather", "methods": ["GET"], "allow": [
-                {"mechanism": "oauth", "scopes": ["weather:read"]},
-                {"mechanism": "agentauth", "scopes": ["weather:read"]}, offer]},
+            WEATHER,
             {"path": "/paid/weather", "methods": ["GET"], "allow": [
-                offer, {"mechanism": "oauth", "scopes": ["weather:read"]}]},
+                OFFER, {"mechanism": "oauth", "scopes": ["weather:read"]}]},
             {"path": "/events", "methods": ["GET"], "stream": True, "allow": [
                 {"mechanism": "oauth", "scopes": ["weather:read"]}]},
         ]}, env={"GW_SECRET": SECRET.hex()})
@@ -239,9 +240,9 @@ async def test_the_aauth_package_gets_in_with_signatures(settings: Settings, sto
     upstream = Upstream()
     config = gateway_config_from_dict({
         "gateway": {"upstream": "http://upstream.test", "public_url": api, "identity_secret_env": "GW_SECRET"},
-        "agentauth": {"trusted_person_servers": [ps]},
-        "routes": [{"path": "/weather", "methods": ["GET"], "allow": [
-            {"mechanism": "agentauth", "need": "person"}, {"mechanism": "agentauth", "scopes": ["weather:read"]}]}],
+        "oauth": {"issuer": ps}, "agentauth": {"trusted_person_servers": [ps]},
+        "x402": {"facilitator_url": "https://facilitator.test"},  # never reached: nobody pays in this test
+        "routes": [WEATHER, {"path": "/me", "allow": [{"mechanism": "agentauth", "need": "person"}]}],
     }, env={"GW_SECRET": SECRET.hex()})
     router.add("authgate.test", create_app(ctx))
     router.add("api.test", build_gateway(config, upstream_transport=httpx.ASGITransport(app=upstream.app()),
@@ -277,17 +278,14 @@ async def test_the_aauth_package_gets_in_with_signatures(settings: Settings, sto
             "requirement=person-token"
         presented = await aauth.request_person_token(ps, api, key, agent_token, jwks_fetcher=fetch_jwks,
                                                      http_client=http)
-        as_person = await signed_get(presented)  # the first alternative (need = person) lets it in
+        as_person = await signed_get(presented, "/me")  # need = person: a person token is enough
         assert as_person.status_code == 200, as_person.text
         assert identity(w)["mechanism"] == "agentauth" and "scopes" not in identity(w)
-        config2 = replace(config, policy=replace(config.policy, routes=(replace(
-            config.policy.routes[0], alternatives=config.policy.routes[0].alternatives[1:]),)))
-        router.add("api.test", build_gateway(config2, upstream_transport=httpx.ASGITransport(app=upstream.app()),
-                                             http_transport=router))
-        jwks[(api, "aauth-resource.json")] = (await http.get(api + "/.well-known/aauth-resource-jwks.json")).json()
         challenge = await signed_get(presented)
         assert challenge.status_code == 401, challenge.text
         assert challenge.headers["aauth-requirement"].startswith("requirement=auth-token; resource-token=")
+        assert "payment-required" in challenge.headers  # the combined challenge: the other ways in still shown
+        assert challenge.headers["www-authenticate"].startswith("Bearer resource_metadata=")
         resource_token = extract_resource_token(challenge.headers)
         assert resource_token
 
