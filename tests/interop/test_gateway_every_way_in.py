@@ -10,6 +10,10 @@ authgate and records every header it receives), over real loopback sockets, with
 * no credential or payment header reaches the upstream; a forged identity header is dropped, and the
   forwarded identity verifies with :func:`authgate.gateway.verify_identity`;
 * server-sent events pass through unbuffered (the first event is read before the upstream writes the second).
+
+The ``aauth`` peer accepts only ``https`` server identifiers without a port, so its test runs the same route
+configuration in process (hosts ``https://authgate.test`` and ``https://api.test``); every other peer talks to
+the servers over loopback sockets.
 """
 
 from __future__ import annotations
