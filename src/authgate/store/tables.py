@@ -228,3 +228,62 @@ x402_payments = sa.Table(
     sa.Column("settled_at", sa.BigInteger),
     sa.UniqueConstraint("network", "asset", "payer", "nonce", name="uq_x402_payments_authorization"),
 )
+
+# Trust and control (migration 0007, authgate.trust). Amounts are integers in the asset's atomic units.
+# ``trust_budgets``: spend limits per agent key (client id, Agent Auth agent id, or x402 payer address).
+trust_budgets = sa.Table(
+    "trust_budgets",
+    metadata,
+    sa.Column("agent", sa.String(300), primary_key=True),
+    sa.Column("per_request", sa.BigInteger),
+    sa.Column("per_day", sa.BigInteger),
+    sa.Column("per_payee_day", sa.BigInteger),
+    # The person asked when a payment is over a limit (None = refuse instead of asking).
+    sa.Column("approver", sa.String(64)),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# Spending counters: one row per (key, period, payee); ``payee`` '*' is the total. Charged by a conditional
+# UPDATE (``spent + amount <= limit``) so concurrent payments cannot both pass a limit in any process.
+trust_spend = sa.Table(
+    "trust_spend",
+    metadata,
+    sa.Column("key", sa.String(320), primary_key=True),
+    sa.Column("period", sa.String(32), primary_key=True),
+    sa.Column("payee", sa.String(80), primary_key=True),
+    sa.Column("spent", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# Mandates this server issued (the JWT itself is not stored); ``revoked_at`` is the revocation list.
+trust_mandates = sa.Table(
+    "trust_mandates",
+    metadata,
+    sa.Column("jti", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.String(64), nullable=False, index=True),
+    sa.Column("agent", sa.String(300), nullable=False, index=True),
+    sa.Column("terms", sa.JSON, nullable=False),
+    sa.Column("issued_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger),
+)
+
+# Kill switch: a row per disabled agent, client or user; reviving deletes it (the audit log keeps history).
+trust_kills = sa.Table(
+    "trust_kills",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("ident", sa.String(300), primary_key=True),
+    sa.Column("killed_at", sa.BigInteger, nullable=False),
+    sa.Column("killed_by", sa.String(255)),
+    sa.Column("reason", sa.String(500)),
+)
+
+# Version counters (name 'kills', 'mandates'): bumped with every change, read once per request by each
+# process to know whether its cached copy is stale.
+trust_versions = sa.Table(
+    "trust_versions",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
