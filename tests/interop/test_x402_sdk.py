@@ -91,6 +91,52 @@ async def test_sdk_client_pays_our_paywall(chain: EmbeddedChain, facilitator: Fa
     assert await chain.balance_of(TOKEN, PAYEE) == 10_000
 
 
+async def test_sdk_client_pays_once_when_our_facilitator_is_unreachable(chain: EmbeddedChain) -> None:
+    """Our paywall answers a fresh 402 ``facilitator_unavailable``: the SDK client signs once, sends once, and
+    hands that 402 back (it never pays twice for one request); nothing is served, nothing moves."""
+    from x402.http.clients import x402HttpxClient
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    from authgate.x402.facilitator import FacilitatorClient
+    from x402 import x402Client
+
+    key, payer = await funded(chain)
+    port = free_port()
+    dead = FacilitatorClient(f"http://127.0.0.1:{free_port()}", timeout=5)  # nobody listens there
+    paywall = Paywall(dead, base_url=f"http://127.0.0.1:{port}")
+    paywall.route("/weather", price="$0.01", pay_to=PAYEE, network=NETWORK, description="Weather")
+    app = FastAPI()
+    served: list[str] = []
+    signatures: list[str | None] = []
+
+    paywalled = PaywallMiddleware(app, paywall)
+
+    async def recorded(scope: Any, receive: Any, send: Any) -> None:  # outside the paywall: sees every request
+        if scope["type"] == "http":
+            raw = dict(scope["headers"]).get(b"payment-signature")
+            signatures.append(raw.decode() if raw is not None else None)
+        await paywalled(scope, receive, send)
+
+    @app.get("/weather")
+    async def weather() -> dict[str, str]:
+        served.append("weather")
+        return {"report": "sunny"}
+
+    sdk = x402Client()
+    register_exact_evm_client(sdk, Account.from_key(key))
+    sdk.set_spend_controls(False)
+    try:
+        async with serve(recorded, port) as base, x402HttpxClient(sdk, timeout=30) as http:
+            r = await http.get(base + "/weather")
+    finally:
+        await dead.aclose()
+    assert r.status_code == 402 and r.headers["retry-after"] == "5"
+    assert wire.PaymentRequired.from_header(r.headers["payment-required"]).error == "facilitator_unavailable"
+    assert len(signatures) == 2 and signatures[0] is None and signatures[1] is not None
+    assert served == [] and await chain.balance_of(TOKEN, payer) == 1_000_000
+    assert await chain.balance_of(TOKEN, PAYEE) == 0
+
+
 def _sdk_paywall_app(facilitator_url: str) -> Any:
     """The official SDK's FastAPI paywall; built in a worker thread because it calls ``/supported`` with a
     blocking client at construction, and our facilitator runs on this event loop."""

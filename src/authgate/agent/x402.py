@@ -12,16 +12,19 @@ Per request, on ``402``: read ``PAYMENT-REQUIRED`` (v2), else a v1 JSON body (an
 keep the ``exact`` offers on networks the wallet uses and assets the budget allows (authorization flow preferred,
 ``upfront`` accepted, unknown flows and Permit2-only tokens skipped); check the budget (per request, per UTC day,
 payee and asset allow-lists), record the spend, sign an EIP-3009 authorization, and retry **once**. A second
-402 is returned as it is: one signing per logical request, never a payment loop.
+402 is returned as it is: one signing per logical request, never a payment loop. Exception: a 402 whose
+``error`` is ``facilitator_unavailable`` means the signed payment was never used; the same signed request is
+sent once more (no new signature, no new spend), and a second such answer raises :class:`PaymentUnavailable`.
 
 Extensions: when the server declares ``payment-identifier`` the payment carries an id (set
 ``request.extensions["x402_payment_id"]`` to reuse one across your own retries: the server answers a retry from
 the first settlement instead of charging again). When it declares ``sign-in-with-x`` and the ledger shows this
 wallet paid for that resource before, the agent first signs in (no money moves) and pays only if refused.
 
-Budget refusals raise :class:`BudgetExceeded`; no usable offer raises :class:`NoPayableOffer` (both
-:class:`PaymentError`). Spending is counted when an authorization is signed, not when it is settled, and never
-refunded (a server may still settle a signed authorization until ``validBefore``).
+Budget refusals raise :class:`BudgetExceeded`; no usable offer raises :class:`NoPayableOffer`; a facilitator
+that stays unreachable raises :class:`PaymentUnavailable` (all :class:`PaymentError`). Spending is counted
+when an authorization is signed, not when it is settled, and never refunded (a server may still settle a
+signed authorization until ``validBefore``).
 
 The receipt is on ``response.extensions["x402_receipt"]`` (a :class:`~authgate.x402.wire.SettleResponse`) and
 what was signed on ``response.extensions["x402_payment"]`` (a :class:`PaymentRecord`, no key material).
@@ -54,6 +57,8 @@ from authgate.x402.price import parse_money
 RECEIPT_KEY = "x402_receipt"
 PAYMENT_KEY = "x402_payment"
 PAYMENT_ID_KEY = "x402_payment_id"
+#: ``error`` of a paywall's 402 when its facilitator is unreachable (authgate's paywall and the official SDK's).
+FACILITATOR_UNAVAILABLE = "facilitator_unavailable"
 
 
 class PaymentError(Exception):
@@ -70,6 +75,15 @@ class BudgetExceeded(PaymentError):
 
 class NoPayableOffer(PaymentError):
     """No offer uses a scheme, network, asset or payment flow this agent can pay with."""
+
+
+class PaymentUnavailable(PaymentError):
+    """The server answered ``facilitator_unavailable`` twice for the same signed payment: nothing was charged
+    (the authorization was never verified). ``retry_after``: the server's ``Retry-After`` in seconds, if any."""
+
+    def __init__(self, message: str, *, retry_after: int | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # -- keys ----------------------------------------------------------------------------------------------------
@@ -291,6 +305,19 @@ def _read_required(response: httpx.Response) -> wire.PaymentRequired | None:
     return None
 
 
+def _facilitator_unavailable(response: httpx.Response) -> bool:
+    """A 402 whose fresh ``PAYMENT-REQUIRED`` says the server could not reach its facilitator."""
+    if response.status_code != 402:
+        return False
+    required = _read_required(response)
+    return required is not None and required.error == FACILITATOR_UNAVAILABLE
+
+
+def _retry_after(response: httpx.Response) -> int | None:
+    value = response.headers.get("retry-after", "")
+    return int(value) if value.isdigit() and len(value) <= 6 else None
+
+
 class X402PaymentAuth(httpx.Auth):
     """Pays for ``402`` answers within ``budget`` (see the module docstring). ``networks``: CAIP-2 ids the
     wallet holds funds on (v1 legacy names are mapped). Works with ``httpx.Client`` and ``httpx.AsyncClient``."""
@@ -366,6 +393,15 @@ class X402PaymentAuth(httpx.Auth):
                 payload=signed.to_dict(), accepted=offer, resource=required.resource,
                 extensions=extensions).to_header()
         response = yield request
+        if _facilitator_unavailable(response):
+            # The server could not reach its facilitator: our authorization was never used (nothing verified,
+            # nothing settled) and stays valid, so the same signed request is sent once more, without signing
+            # or spending again. A second such answer is an error, not a reason to loop.
+            response = yield request
+            if _facilitator_unavailable(response):
+                raise PaymentUnavailable(
+                    "the server's payment facilitator is unavailable; nothing was charged, retry later",
+                    retry_after=_retry_after(response))
         response.extensions[PAYMENT_KEY] = record
         receipt = _read_receipt(response)
         if receipt is not None:

@@ -22,8 +22,8 @@ unpaid / undecodable header           402, ``PAYMENT-REQUIRED`` (``error``: ``Pa
                                       ``invalid_payload``), body ``{}``, ``Cache-Control: no-store``
 ``accepted`` is not an offer          402, ``error``: ``No matching payment requirements``
 facilitator says invalid              402, ``error``: its ``invalidReason``
-facilitator unreachable / broken      503 ``{"error": "facilitator_unavailable"}``, ``Retry-After``; nothing
-                                      served, nothing settled
+facilitator unreachable / broken      402, ``error``: ``facilitator_unavailable``, ``Retry-After: 5``; nothing
+                                      served, nothing settled (never a 5xx: the request was not paid for)
 handler status >= 400 or raises       passed through (or raised); nothing settled
 settlement fails                      402, ``PAYMENT-RESPONSE`` with ``success: false``, body ``{}``
 response larger than ``max_buffer``   500 ``{"error": "response_too_large"}``; nothing settled
@@ -68,6 +68,9 @@ STATE_KEY = "x402"
 _EXCHANGE_KEY = "x402.exchange"
 PAYMENT_REQUIRED_ERROR = "Payment required"
 NO_MATCH_ERROR = "No matching payment requirements"
+#: ``error`` of the 402 answered when the facilitator is unreachable or broken (with ``Retry-After``).
+FACILITATOR_UNAVAILABLE_ERROR = "facilitator_unavailable"
+RETRY_AFTER_SECONDS = 5
 EXPOSE = "PAYMENT-REQUIRED, PAYMENT-RESPONSE"
 Flow = Literal["authorization", "upfront"]
 
@@ -124,7 +127,7 @@ class PricedRoute:
 
 
 class _Answer(Exception):
-    """A final answer decided before the handler (402, 409, 503, ...). An exception so that the FastAPI
+    """A final answer decided before the handler (402, 400, 409, ...). An exception so that the FastAPI
     dependency can stop the request; the middleware renders it."""
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
@@ -307,6 +310,15 @@ class Paywall:
                              wire.HEADER_PAYMENT_REQUIRED: required.to_header(),
                              "Access-Control-Expose-Headers": EXPOSE}, b"{}")
 
+    def unavailable(self, route: PricedRoute, resource_url: str) -> _Answer:
+        """The facilitator gave no usable answer: a fresh 402 whose ``error`` says so, plus ``Retry-After``.
+        Not a 5xx (issue #3): the request was simply not paid for, and it is what the official SDK's server
+        answers when its facilitator client raises. Nothing was verified, so nothing is served or settled; the
+        client's authorization was never used and stays valid until ``validBefore``."""
+        answer = self.challenge(route, resource_url, FACILITATOR_UNAVAILABLE_ERROR)
+        answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return answer
+
     # -- settlement --------------------------------------------------------------------------------------------
 
     async def _settle(self, pending: _Pending) -> wire.SettleResponse:
@@ -403,9 +415,7 @@ class _Exchange:
         except Exception as exc:
             await pw._release(pending)
             logger.warning("x402 verify failed: facilitator unavailable (%s)", exc.__class__.__name__)
-            raise _json_answer(503, {"error": "facilitator_unavailable",
-                                     "error_description": "the payment could not be verified now; nothing was "
-                                                          "charged, retry later"}, {"Retry-After": "5"}) from None
+            raise pw.unavailable(route, resource_url) from None
         if not verdict.is_valid:
             await pw._release(pending)
             raise pw.challenge(route, resource_url, verdict.invalid_reason or "invalid_payment")
@@ -443,8 +453,9 @@ class _Exchange:
                                      "error_description": "this payment id belongs to another payment"})
         try:
             verdict = await pw.facilitator.verify(payload, requirements)
-        except Exception:
-            raise _json_answer(503, {"error": "facilitator_unavailable"}, {"Retry-After": "5"}) from None
+        except Exception as exc:
+            logger.warning("x402 verify failed: facilitator unavailable (%s)", exc.__class__.__name__)
+            raise pw.unavailable(route, resource_url) from None
         # A retry of the very same authorization is "nonce already used" on chain: that still proves the payer.
         proven = verdict.is_valid or verdict.invalid_reason == "invalid_exact_evm_nonce_already_used"
         if not proven or (verdict.payer and verdict.payer.lower() != claimed.lower()):
