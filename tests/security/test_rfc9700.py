@@ -21,6 +21,7 @@ from authgate.config import Settings
 from authgate.context import ServerContext
 from authgate.resource import JWTVerifier, TokenRejected
 from tests.conftest import ISSUER
+from tests.gateway.test_gateway import Gateway, gw  # noqa: F401 - the gateway fixture
 from tests.helpers import REDIRECT, RESOURCE, add_client, authorize_params, pkce_pair, redirect_params
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "authgate"
@@ -325,3 +326,19 @@ def test_secret_checks_call_compare_digest(module: str, function: str) -> None:
             assert calls, f"{module}:{function} must compare with hmac.compare_digest"
             return
     raise AssertionError(f"{module}:{function} not found (renamed? update the list)")
+
+
+# -- §4.3.2 / RFC 6750 §2.3: bearer tokens in the query string, at the gateway too ------------------------------
+
+
+async def test_rfc9700_4_3_bearer_token_in_query_refused_at_the_gateway(gw: Gateway) -> None:  # noqa: F811
+    """The resource middleware's own test is test_token_in_query_string_is_refused; the policy gateway reuses
+    its query check, and must never forward such a request upstream."""
+    ok = await gw.http.get("/weather", headers={"Authorization": "Bearer reader"})
+    assert ok.status_code == 200  # control: the same token in the header is accepted
+    seen = len(gw.upstream.seen)
+    for params, headers in (({"access_token": "reader"}, {}),
+                            ({"access_token": "reader"}, {"Authorization": "Bearer reader"})):
+        r = await gw.http.get("/weather", params=params, headers=headers)
+        assert r.status_code == 400, r.text
+    assert len(gw.upstream.seen) == seen
