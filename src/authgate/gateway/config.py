@@ -21,6 +21,7 @@ One TOML file holds the gateway's own sections and the route policy (:mod:`authg
     [agentauth]                               # for agentauth alternatives
     signing_key_file = "resource-key.json"    # private Ed25519 JWK signing resource tokens (default: ephemeral)
     trusted_person_servers = ["https://auth.example.com"]
+    trusted_agent_providers = ["https://auth.example.com"]   # optional: default, agents of any provider
 
     [x402]                                    # for x402 alternatives
     facilitator_url = "https://auth.example.com/x402"
@@ -51,8 +52,8 @@ _GATEWAY_KEYS = {"upstream": str, "public_url": str, "identity": str, "identity_
                  "identity_secret_file": str, "strip_cookies": bool, "max_body": int, "connect_timeout": (int, float),
                  "read_timeout": (int, float), "max_connections": int}
 _OAUTH_KEYS = {"issuer": str, "jwks_uri": str, "resource_name": str, "resource_documentation": str}
-_AGENTAUTH_KEYS = {"signing_key_file": str, "trusted_person_servers": list, "allow_http_loopback": bool,
-                   "signature_window": int}
+_AGENTAUTH_KEYS = {"signing_key_file": str, "trusted_person_servers": list, "trusted_agent_providers": list,
+                   "allow_http_loopback": bool, "signature_window": int}
 _X402_KEYS = {"facilitator_url": str, "facilitator_token_env": str, "timeout": (int, float)}
 
 
@@ -244,7 +245,11 @@ def build_gateway(config: GatewayConfig, *, upstream_transport: httpx.AsyncBaseT
 
         agentauth = AgentAuthResource(
             proxy, resource_id=config.public_url, signer=Signer(kid=kid, key=key), rules=[],
-            fetch_json=httpx_fetcher(http), trusted_person_servers=config.agentauth.get("trusted_person_servers", ()),
+            # Agent tokens may name any provider: their documents come through the SSRF-guarded fetcher
+            # (loopback only with allow_http_loopback); an injected transport (tests) replaces it.
+            fetch_json=httpx_fetcher(http) if http_transport is not None else None,
+            trusted_agent_providers=config.agentauth.get("trusted_agent_providers"),
+            trusted_person_servers=config.agentauth.get("trusted_person_servers", ()),
             scope_descriptions=dict(policy.scope_descriptions), replay=MemoryReplayCache(_Clock()),
             clock=clock, window=config.agentauth.get("signature_window", 60),
             allow_http_loopback=config.agentauth.get("allow_http_loopback", False))
