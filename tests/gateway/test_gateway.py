@@ -413,3 +413,23 @@ async def test_first_satisfied_alternative_wins_so_a_token_holder_is_not_charged
     assert paid.status_code == 200 and gw.facilitator.settled == ["10000"]
     who = verify_identity(gw.upstream.seen[-1].headers.items(), method="GET", target="/paid", secret=SECRET)
     assert who["mechanism"] == "x402"
+
+
+def test_the_agent_auth_signing_key_file(tmp_path: Any) -> None:
+    import json
+
+    from joserfc.jwk import OKPKey
+
+    from authgate.gateway import build_gateway
+
+    key = OKPKey.generate_key("Ed25519", parameters={"kid": "res-1"}, private=True)
+    base: dict[str, Any] = {"gateway": {"upstream": "http://127.0.0.1:1", "public_url": API, "identity": "plain"},
+                            "agentauth": {"signing_key_file": "key.json"},
+                            "routes": [{"path": "/a", "allow": [{"mechanism": "agentauth", "need": "agent"}]}]}
+    (tmp_path / "key.json").write_text(json.dumps(key.as_dict(private=True)))
+    app = build_gateway(gateway_config_from_dict(base, source="gw.toml", base_dir=tmp_path))
+    assert app.app.agentauth.signer.kid == "res-1"  # type: ignore[attr-defined]
+    (tmp_path / "key.json").write_text(json.dumps(key.as_dict(private=False)))
+    with pytest.raises(PolicyError, match=r"^gw.toml: \[agentauth\]: signing_key_file: .*key.json is not a private "
+                                          r"Ed25519 JWK \(ValueError\)$"):
+        build_gateway(gateway_config_from_dict(base, source="gw.toml", base_dir=tmp_path))

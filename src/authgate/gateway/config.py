@@ -231,7 +231,9 @@ def build_gateway(config: GatewayConfig, *, upstream_transport: httpx.AsyncBaseT
             try:
                 jwk = json.loads(Path(key_file).read_text())
                 key = OKPKey.import_key(jwk)
-            except (OSError, ValueError) as exc:
+                if not key.is_private or jwk.get("crv") != "Ed25519":
+                    raise ValueError("not a private Ed25519 key")
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
                 raise PolicyError(f"{config.source}: [agentauth]: signing_key_file: {key_file} is not a private "
                                   f"Ed25519 JWK ({exc.__class__.__name__})") from None
             kid = str(jwk.get("kid") or key.thumbprint())
