@@ -207,10 +207,9 @@ class Settings:
     #: CAIP-2 network ``eip155:<chainId>``; checked against the node's ``eth_chainId``. Required for jsonrpc;
     #: embedded: empty or ``eip155:131277322940537``.
     x402_network: str = ""
-    #: Gas limit of a settlement transaction, and seconds to wait for its receipt before answering
-    #: ``settlement_pending`` (the outcome is then reconciled from the chain, never retried blindly).
+    #: Gas limit of a settlement transaction. (How long a settlement waits for its receipt is
+    #: ``x402_settle_timeout`` below, the one setting for it.)
     x402_gas_limit: int = 500_000
-    x402_receipt_timeout: int = 120
 
     # -- x402 facilitator (authgate.x402.facilitator) ---------------------------------------------------------
     #: Mount the facilitator in ``authgate serve`` under ``/x402/`` (``/x402/verify``, ``/x402/settle``,
@@ -220,7 +219,9 @@ class Settings:
     #: one, keep the facilitator on loopback (the default bind) or behind a proxy that authenticates callers.
     x402_facilitator_token: str = field(default="", repr=False)
     #: Seconds one ``/settle`` call waits for the receipt, or for an earlier attempt at the same authorization,
-    #: before answering ``settlement_pending``; keep it below the callers' HTTP timeout (Python SDK: 90 s).
+    #: before answering ``settlement_pending`` (the outcome is then reconciled from the chain, never retried
+    #: blindly); keep it below the callers' HTTP timeout (Python SDK: 90 s). The only receipt timeout: the
+    #: unreleased ``x402_receipt_timeout`` it overlapped with was removed.
     x402_settle_timeout: int = 60
 
     # -- route-policy gateway (authgate.gateway; docs/gateway.md) --------------------------------------------
@@ -429,8 +430,6 @@ def _validate_x402_chain(s: Settings) -> None:
         raise ConfigError("x402_token_address must be a 0x-prefixed 20-byte hex address")
     if not 21_000 <= s.x402_gas_limit <= 30_000_000:
         raise ConfigError("x402_gas_limit must be between 21000 and 30000000")
-    if not 1 <= s.x402_receipt_timeout <= 3600:
-        raise ConfigError("x402_receipt_timeout must be between 1 and 3600 seconds")
     if s.x402_chain == "embedded":
         from authgate.x402 import localchain  # only here: it imports eth-account
 

@@ -27,15 +27,15 @@ JSONRPC = {
 def test_defaults_are_the_embedded_chain() -> None:
     settings = Settings().validate()
     assert settings.x402_chain == "embedded"
-    assert (settings.x402_gas_limit, settings.x402_receipt_timeout) == (500_000, 120)
+    assert (settings.x402_gas_limit, settings.x402_settle_timeout) == (500_000, 60)
+    assert not hasattr(settings, "x402_receipt_timeout")  # one receipt timeout: x402_settle_timeout
 
 
 async def test_build_chain_embedded() -> None:
-    chain = build_chain(load_settings(env={}, x402_receipt_timeout=30))
+    chain = build_chain(load_settings(env={}, x402_gas_limit=400_000))
     try:
         assert isinstance(chain, EmbeddedChain)
         assert chain.network == localchain.NETWORK
-        assert chain.receipt_timeout == 30
         assert await chain.token_domain(chain.token_address) == (localchain.TOKEN_NAME, localchain.TOKEN_VERSION)
     finally:
         await chain.aclose()
@@ -64,7 +64,7 @@ async def test_build_chain_jsonrpc_from_env_and_key_reference(monkeypatch: pytes
         ({"x402_rpc_url": "http://127.0.0.1:8545"}, "are for x402_chain = jsonrpc"),
         ({"x402_token_name": "USD Coin"}, "token is fixed"),
         ({"x402_gas_limit": 100}, "x402_gas_limit"),
-        ({"x402_receipt_timeout": 0}, "x402_receipt_timeout"),
+        ({"x402_settle_timeout": 0}, "x402_settle_timeout"),
         ({**JSONRPC, "x402_facilitator_key": ""}, "needs x402_facilitator_key"),
         ({**JSONRPC, "x402_token_version": "", "x402_network": ""}, "needs x402_token_version, x402_network"),
         ({**JSONRPC, "x402_rpc_url": "http://node.example.com"}, "https unless it is on loopback"),

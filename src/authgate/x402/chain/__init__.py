@@ -49,9 +49,7 @@ def build_chain(settings: Settings, clock: Clock | None = None) -> Chain:
     if settings.x402_chain == "embedded":
         from authgate.x402.chain.embedded import EmbeddedChain
 
-        chain = EmbeddedChain(gas_limit=settings.x402_gas_limit, clock=clock or SystemClock())
-        chain.receipt_timeout = settings.x402_receipt_timeout
-        return chain
+        return EmbeddedChain(gas_limit=settings.x402_gas_limit, clock=clock or SystemClock())
     from authgate.x402.chain.jsonrpc import JsonRpcChain
 
     return JsonRpcChain(
@@ -62,5 +60,4 @@ def build_chain(settings: Settings, clock: Clock | None = None) -> Chain:
         token_name=settings.x402_token_name,
         token_version=settings.x402_token_version,
         gas_limit=settings.x402_gas_limit,
-        receipt_timeout=settings.x402_receipt_timeout,
     )

@@ -35,7 +35,6 @@ class JsonRpcChain(RpcChain):
         token_name: str,
         token_version: str,
         gas_limit: int = 500_000,
-        receipt_timeout: float = 120.0,
         poll_interval: float = 0.5,
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
@@ -48,7 +47,7 @@ class JsonRpcChain(RpcChain):
             exception_retry_configuration=None,
         )
         super().__init__(self._request, chain_id=chain_id, facilitator_key=facilitator_key, gas_limit=gas_limit,
-                         receipt_timeout=receipt_timeout, poll_interval=poll_interval)
+                         poll_interval=poll_interval)
         self.rpc_url = rpc_url
         self.token_address = token_address
         self.token_name = token_name

@@ -105,13 +105,10 @@ class RpcChain:
         chain_id: int,
         facilitator_key: str,
         gas_limit: int = 500_000,
-        receipt_timeout: float = 120.0,
         poll_interval: float = 0.5,
         log_lookback_blocks: int = 200_000,
     ) -> None:
         self._rpc = transport
-        #: What the facilitator should pass to :meth:`wait_receipt` (setting ``x402_receipt_timeout``).
-        self.receipt_timeout = receipt_timeout
         self.chain_id = chain_id
         self.network = f"eip155:{chain_id}"
         self._account: LocalAccount = Account.from_key(facilitator_key)
