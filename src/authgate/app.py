@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from authgate import openapi
+from authgate import dashboard, openapi
 from authgate.aauth.abuse import AbuseGuard
 from authgate.aauth.directory import IdentityDirectory
 from authgate.agentauth import routes as agentauth_routes
@@ -166,6 +166,7 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         *approvals_web.routes(ctx),
         *ops_http.routes(ctx),
         *agentauth_routes(ctx),
+        *dashboard.routes(ctx),
     ]
     # x402 facilitator under /x402/ (authgate.x402.facilitator); its chain is built on first use.
     facilitator = None

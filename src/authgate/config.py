@@ -229,6 +229,14 @@ class Settings:
     #: server route answers goes through its route policies to its upstream. Empty: no gateway.
     gateway_config: str = ""
 
+    # -- operator dashboard and the person's page (authgate.dashboard; docs/dashboard.md) ------------------
+    #: Serve ``/admin`` (operators: users with the admin role, ``authgate admins add``) and ``/me`` (people).
+    dashboard_enabled: bool = True
+    #: Seconds an operator's dashboard session lasts (absolute); shorter than people's sessions by default.
+    dashboard_session_ttl: int = 4 * 3600
+    #: Rows per page of the dashboard's lists (audit log, payments).
+    dashboard_page_size: int = 50
+
     @property
     def issuer_url(self) -> str:
         if self.issuer:
@@ -317,6 +325,10 @@ def _validate_delivery(s: Settings) -> None:
         raise ConfigError(f"approvals_code_channels must name channels among {', '.join(_CHANNELS)}")
     if s.approvals_console not in ("auto", "on", "off"):
         raise ConfigError("approvals_console must be one of auto, on, off")
+    if not 300 <= s.dashboard_session_ttl <= 86400:
+        raise ConfigError("dashboard_session_ttl must be between 300 and 86400 seconds")
+    if not 10 <= s.dashboard_page_size <= 500:
+        raise ConfigError("dashboard_page_size must be between 10 and 500")
     if not 0 < s.approvals_ttl <= s.approvals_max_ttl:
         raise ConfigError("approvals_ttl must be positive and at most approvals_max_ttl")
     for name in ("approvals_code_attempts", "approvals_delivery_concurrency", "approvals_delivery_timeout"):
