@@ -83,16 +83,29 @@ async def test_the_command_proxies_to_the_upstream(tmp_path: Path) -> None:
     assert private.status_code == 401 and private.headers["www-authenticate"].startswith("Bearer resource_metadata=")
 
 
-def test_the_file_in_the_gateway_guide_is_valid(tmp_path: Path) -> None:
-    from authgate.gateway import gateway_config_from_dict
+def guide_file(key_dir: Path) -> str:
+    """The complete file of docs/gateway.md, and the resource key it names written to ``key_dir``."""
+    import json
+
+    from joserfc.jwk import OKPKey
 
     guide = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text(encoding="utf-8")
-    text = guide.split("<!-- gateway-file -->\n```toml\n", 1)[1].split("\n```", 1)[0]
+    key = OKPKey.generate_key("Ed25519", private=True)
+    (key_dir / "resource-key.json").write_text(json.dumps(key.as_dict(private=True)))
+    return guide.split("<!-- gateway-file -->\n```toml\n", 1)[1].split("\n```", 1)[0]
+
+
+async def test_the_file_in_the_gateway_guide_is_valid_and_builds(tmp_path: Path) -> None:
     import tomllib
 
+    from authgate.gateway import build_gateway, gateway_config_from_dict
+
+    text = guide_file(tmp_path)
     config = gateway_config_from_dict(tomllib.loads(text), source="guide", env={
         "AUTHGATE_GATEWAY_SECRET": "x" * 64}, base_dir=tmp_path)
     assert [r.label for r in config.policy.routes] == [
         "* /health", "GET /v1/forecast/*", "GET /v1/live", "DELETE,POST /v1/alerts/*", "GET /v1/account/*",
         "* /v1/account/*"]
     assert config.policy.mechanisms() == frozenset({"public", "oauth", "agentauth", "x402", "aauth"})
+    app = build_gateway(config)
+    await app.aclose()
