@@ -11,6 +11,8 @@ from authgate.context import ServerContext
 from authgate.oauth.tokens import Grant, issue_tokens, new_grant_id
 from authgate.store.agentauth import AgentAuthRepository, AgentRecord
 from authgate.store.payments import NewPayment, PaymentRepository
+from authgate.trust.mandates import Terms, issue
+from authgate.trust.store import TrustStore
 from tests.helpers import add_client, add_user
 
 PASSWORD = "correct horse"
@@ -31,6 +33,8 @@ class World:
     paid_tx: str
     payment_id: str
     local_payment_id: str
+    mandate_jti: str
+    bob_mandate_jti: str
 
 
 async def grant(ctx: ServerContext, client_id: str, subject: str, scopes: tuple[str, ...] = ("read",
@@ -73,5 +77,10 @@ async def seed(ctx: ServerContext) -> World:
     paid_tx = "0x" + secrets.token_hex(32)
     payment_id = await payment(ctx, SEPOLIA, "0x" + "c" * 40, paid_tx)
     local_payment_id = await payment(ctx, EMBEDDED, "0x" + "d" * 40, "0x" + secrets.token_hex(32))
+    trust = TrustStore(store)
+    terms = Terms(routes=("GET /weather",), payees=("0x" + "b" * 40,), cap_amount=50_000)
+    _, mandate = await issue(ctx.keys, trust, issuer=ctx.issuer, subject=alice, agent=agent_id, terms=terms)
+    _, bob_mandate = await issue(ctx.keys, trust, issuer=ctx.issuer, subject=bob, agent=client_id, terms=terms)
+    await trust.set_budget(agent_id, per_request=20_000, per_day=100_000, approver=alice)
     return World(admin, alice, bob, client_id, grant_id, refresh, bob_grant_id, agent_id, paid_tx, payment_id,
-                 local_payment_id)
+                 local_payment_id, mandate.jti, bob_mandate.jti)

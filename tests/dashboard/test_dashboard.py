@@ -20,6 +20,8 @@ from authgate.dashboard import queries
 from authgate.dashboard.charts import bar_chart
 from authgate.dashboard.views import explorer_url, parse_time
 from authgate.store.agentauth import AgentAuthRepository
+from authgate.trust.killswitch import KillSwitch
+from authgate.trust.store import TrustStore
 from tests.conftest import ISSUER
 from tests.dashboard.seed import EMBEDDED, PASSWORD, SEPOLIA, World, seed
 
@@ -146,6 +148,7 @@ async def test_admin_revokes_an_oauth_consent(ctx: ServerContext, world: World) 
 
 async def test_admin_revokes_an_agentauth_consent_and_disables_an_agent(ctx: ServerContext, world: World) -> None:
     repo = AgentAuthRepository(ctx.store)
+    switch = KillSwitch(TrustStore(ctx.store))
     async with browser(ctx) as http:
         await admin_sign_in(http)
         token = csrf_of((await http.get("/admin/consents")).text)
@@ -156,15 +159,27 @@ async def test_admin_revokes_an_agentauth_consent_and_disables_an_agent(ctx: Ser
         assert await repo.remembered_scopes(world.alice, world.agent_id, "https://journal.example") == set()
         page = await http.get("/admin/agents")
         assert "Agent Auth · HTTP message signatures" in page.text and "OAuth · static · none" in page.text
-        assert (await http.post("/admin/agents/disable", data={"agent_id": world.agent_id})).status_code == 403
-        assert (await repo.get_agent(world.agent_id)).active  # type: ignore[union-attr]
-        r = await http.post("/admin/agents/disable", data={"agent_id": world.agent_id, "csrf": token})
+        kill = {"kind": "agent", "ident": world.agent_id}
+        assert (await http.post("/admin/kill", data=kill)).status_code == 403
+        assert await switch.killed(agents=[world.agent_id]) is None
+        r = await http.post("/admin/kill", data={**kill, "csrf": token})
         assert r.status_code == 303
+        # On the kill list every process reads, and the agent's own tokens are revoked.
+        assert await switch.killed(agents=[world.agent_id]) == f"agent:{world.agent_id}"
         assert not (await repo.get_agent(world.agent_id)).active  # type: ignore[union-attr]
-        r = await http.post("/admin/agents/disable", data={"agent_id": "aauth:nobody@x", "csrf": token})
+        assert "disabled (kill switch)" in (await http.get("/admin/agents")).text
+        r = await http.post("/admin/kill", data={"kind": "agent", "ident": "aauth:nobody@x", "csrf": token})
         assert r.status_code == 404
+        assert (await http.post("/admin/kill", data={**kill, "kind": "planet", "csrf": token})).status_code == 400
+        r = await http.post("/admin/kill", data={**kill, "action": "revive", "csrf": token})
+        assert r.status_code == 303 and await switch.killed(agents=[world.agent_id]) is None
+        r = await http.post("/admin/kill", data={"kind": "client", "ident": world.client_id, "csrf": token})
+        assert r.status_code == 303 and await switch.killed(clients=[world.client_id]) is not None
+        assert await queries.live_grants(ctx.store, ctx.now()) == []
+        r = await http.post("/admin/kill", data={"kind": "user", "ident": world.bob, "csrf": token})
+        assert r.status_code == 303 and await switch.killed(users=[world.bob]) is not None
     events = [e for e in await ctx.store.audit_events(limit=30) if e["event"].startswith("admin.")]
-    assert {e["event"] for e in events} >= {"admin.consent_revoked", "admin.agent_disabled"}
+    assert {e["event"] for e in events} >= {"admin.consent_revoked", "admin.disabled", "admin.revived"}
     assert all(e["subject"] == world.admin for e in events)
 
 
@@ -260,13 +275,24 @@ async def test_person_sees_and_revokes_only_their_own(ctx: ServerContext, world:
         r = await http.post("/me/revoke", data={"csrf": token, "what": "agent", "agent_id": world.agent_id})
         assert r.status_code == 303
         assert (await http.post("/me/revoke", data={"csrf": token, "what": "other"})).status_code == 400
+        # Mandates: alice's own is revoked; bob's is the same 404 as an unknown one.
+        page = await http.get("/me")
+        assert world.mandate_jti in page.text and "50000 per day" in page.text and "20000 per payment" in page.text
+        assert world.bob_mandate_jti not in page.text
+        r = await http.post("/me/revoke", data={"csrf": token, "what": "mandate", "jti": world.bob_mandate_jti})
+        assert r.status_code == 404
+        r = await http.post("/me/revoke", data={"csrf": token, "what": "mandate", "jti": world.mandate_jti})
+        assert r.status_code == 303
+        trust = TrustStore(ctx.store)
+        assert (await trust.get_mandate(world.mandate_jti)).revoked_at is not None  # type: ignore[union-attr]
+        assert (await trust.get_mandate(world.bob_mandate_jti)).revoked_at is None  # type: ignore[union-attr]
     async with browser(ctx) as http:
         await user_sign_in(http, "bob")
         token = csrf_of((await http.get("/me")).text)
         r = await http.post("/me/revoke", data={"csrf": token, "what": "agent", "agent_id": world.agent_id})
         assert r.status_code == 404
     mine = [e for e in await ctx.store.audit_events(limit=40) if e["event"].startswith("me.")]
-    assert {e["event"] for e in mine} == {"me.consent_revoked", "me.agent_revoked"}
+    assert {e["event"] for e in mine} == {"me.consent_revoked", "me.agent_revoked", "me.mandate_revoked"}
     assert all(e["subject"] == world.alice for e in mine)
 
 
@@ -274,3 +300,31 @@ async def test_dashboard_can_be_switched_off(make_client: Callable[..., Any], se
     _, http = await make_client(settings, dashboard_enabled=False)
     assert (await http.get("/admin/signin")).status_code == 404
     assert (await http.get("/me")).status_code == 404
+
+
+async def test_admin_sees_and_revokes_mandates(ctx: ServerContext, world: World) -> None:
+    trust = TrustStore(ctx.store)
+    async with browser(ctx) as http:
+        await admin_sign_in(http)
+        page = await http.get("/admin/mandates")
+        assert world.mandate_jti in page.text and world.bob_mandate_jti in page.text
+        assert "GET /weather" in page.text and "50000 per day" in page.text and "20000" in page.text
+        token = csrf_of(page.text)
+        r = await http.post("/admin/mandates/revoke", data={"jti": world.bob_mandate_jti, "csrf": token})
+        assert r.status_code == 303
+        assert (await trust.get_mandate(world.bob_mandate_jti)).revoked_at is not None  # type: ignore[union-attr]
+        again = await http.post("/admin/mandates/revoke", data={"jti": world.bob_mandate_jti, "csrf": token})
+        assert again.status_code == 404
+    event = next(e for e in await ctx.store.audit_events(limit=10) if e["event"] == "admin.mandate_revoked")
+    assert event["subject"] == world.admin and event["detail"]["owner"] == world.bob
+
+
+def test_dashboard_settings_are_validated(settings: Settings) -> None:
+    from dataclasses import replace
+
+    from authgate.config import ConfigError
+
+    for bad in ({"dashboard_session_ttl": 10}, {"dashboard_session_ttl": 90_000}, {"dashboard_page_size": 5},
+                {"dashboard_page_size": 501}):
+        with pytest.raises(ConfigError, match="dashboard_"):
+            replace(settings, **bad).validate()

@@ -1,5 +1,6 @@
 """A person's own page (``/me``, end-user session): the applications they consented to (OAuth grants) and the
-Agent Auth agents they own or let act for them, what each may do, and buttons to revoke. Each revocation is a
+Agent Auth agents they own or let act for them, what each may do (scopes, consents) and spend (mandates they
+signed, budgets), and buttons to revoke. Each revocation is a
 CSRF-checked POST, is limited to the signed-in person's own consents and agents (anything else is a 404), and is
 audited as ``me.*`` with the person as subject."""
 
@@ -13,10 +14,11 @@ from starlette.routing import BaseRoute, Route
 
 from authgate.context import ServerContext
 from authgate.dashboard import queries
-from authgate.dashboard.views import when
+from authgate.dashboard.views import mandate_view, when
 from authgate.errors import OAuthError
 from authgate.httputil import read_form
 from authgate.store.agentauth import AgentAuthRepository
+from authgate.trust.store import TrustStore
 from authgate.web import render
 from authgate.web.session import Session, current
 
@@ -29,6 +31,7 @@ def _redirect(path: str) -> Response:
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
     agents_repo = AgentAuthRepository(ctx.store)
+    trust = TrustStore(ctx.store)
 
     def message(session: Session, heading: str, text: str, status_code: int) -> Response:
         return render("message.html", status_code=status_code, heading=heading, text=text, link="/me",
@@ -46,8 +49,15 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
             names[grant.client_id] = (client.metadata.get("client_name") if client else None) or grant.client_id
         agents = await agents_repo.list_agents(owner=subject)
         remembered = await queries.agentauth_consents(ctx.store, ctx.now(), subject)
+        mandates = [mandate_view(r, ctx.now()) for r in await trust.list_mandates(subject=subject, limit=200)]
+        # What each of this person's agents may spend: the budget of each agent they own or let in.
+        budgets = {}
+        for ident in {*(a.agent_id for a in agents), *(g.client_id for g in grants), *(m["agent"] for m in mandates)}:
+            budget = await trust.get_budget(ident)
+            if budget is not None:
+                budgets[ident] = budget
         return render("dashboard/me.html", user=session.user, csrf=session.csrf, grants=grants, names=names,
-                      agents=agents, remembered=remembered, when=when)
+                      agents=agents, remembered=remembered, mandates=mandates, budgets=budgets, when=when)
 
     async def revoke(request: Request) -> Response:
         session = await current(ctx, request)
@@ -84,6 +94,13 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
                 return message(session, "Not found", "There is no such consent of yours; nothing was changed.", 404)
             await ctx.store.audit("me.consent_revoked", subject=subject, agent_id=agent_id, resource=resource,
                                   scope=scope)
+        elif what == "mandate":
+            jti = form.get("jti", "")[:64]
+            # Only a mandate this person issued: another's is the same 404 as an unknown one.
+            if not await trust.revoke_mandate(jti, by=subject, subject=subject):
+                return message(session, "Not found", "There is no such active mandate of yours; nothing was "
+                               "changed.", 404)
+            await ctx.store.audit("me.mandate_revoked", subject=subject, jti=jti)
         else:
             return message(session, "Nothing to revoke", "The form did not say what to revoke.", 400)
         return _redirect("/me")

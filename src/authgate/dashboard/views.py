@@ -33,6 +33,9 @@ from authgate.errors import OAuthError
 from authgate.httputil import read_form
 from authgate.store.agentauth import AgentAuthRepository
 from authgate.store.payments import STATUSES
+from authgate.trust import wire as w
+from authgate.trust.killswitch import KillSwitch
+from authgate.trust.store import MandateRow, TrustStore
 from authgate.web import render
 from authgate.web.session import check_password, client_ip
 
@@ -84,12 +87,26 @@ def mechanism(client_id: str, metadata: dict[str, Any], dynamic: bool) -> str:
     return f"{how} · {metadata.get('token_endpoint_auth_method', 'none')}"
 
 
+def mandate_view(row: MandateRow, now: int) -> dict[str, Any]:
+    """A mandate as a page shows it: who, for which agent, which routes and payees, the cap, and its state."""
+    terms = row.terms if isinstance(row.terms, dict) else {}
+    cap = terms.get(w.MANDATE_CAP) if isinstance(terms.get(w.MANDATE_CAP), dict) else {}
+    state = "revoked" if row.revoked_at else ("expired" if row.expires_at <= now else "active")
+    return {"jti": row.jti, "subject": row.subject, "agent": row.agent, "state": state,
+            "routes": [str(r) for r in terms.get(w.MANDATE_ROUTES, [])][:50],
+            "payees": [str(p) for p in terms.get(w.MANDATE_PAYEES, [])][:50],
+            "cap": f"{cap.get(w.CAP_AMOUNT, '?')} per {cap.get(w.CAP_PERIOD, '?')}" if cap else "",
+            "issued_at": row.issued_at, "expires_at": row.expires_at}
+
+
 def _no_store_redirect(path: str) -> Response:
     return RedirectResponse(path, status_code=303, headers={"Cache-Control": "no-store"})
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
     agents_repo = AgentAuthRepository(ctx.store)
+    trust = TrustStore(ctx.store)
+    kill_list = KillSwitch(trust)
     size = ctx.settings.dashboard_page_size
 
     def page(template: str, session: AdminSession, status_code: int = 200, **values: Any) -> Response:
@@ -195,27 +212,72 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         session = await guarded(request)
         if isinstance(session, Response):
             return session
+        killed = {(k.kind, k.ident) for k in await trust.kills()}
         clients = [{"id": c.client_id, "name": c.metadata.get("client_name") or "", "mechanism":
                     mechanism(c.client_id, c.metadata, c.dynamic), "since": c.issued_at,
-                    "scope": c.metadata.get("scope", "")} for c in await ctx.store.list_clients()]
+                    "scope": c.metadata.get("scope", ""), "killed": (w.KILL_CLIENT, c.client_id) in killed}
+                   for c in await ctx.store.list_clients()]
         owners = {u.subject: u.username for u in await ctx.store.list_users()}
         agents = [{"id": a.agent_id, "name": a.name, "owner": owners.get(a.owner, a.owner), "active": a.active,
-                   "since": a.created_at, "mechanism": "Agent Auth · HTTP message signatures"}
+                   "since": a.created_at, "mechanism": "Agent Auth · HTTP message signatures",
+                   "killed": (w.KILL_AGENT, a.agent_id) in killed}
                   for a in await agents_repo.list_agents()]
         return page("agents.html", session, clients=clients, agents=agents)
 
-    async def disable_agent(request: Request) -> Response:
+    async def kill_switch(request: Request) -> Response:
+        """Disable (or re-enable) an agent, a client or a person's delegation everywhere: the trust kill list
+        (seen by every process on its next request), plus, on disabling, the tokens we issued to it."""
         checked = await post_form(request)
         if isinstance(checked, Response):
             return checked
         session, form = checked
-        agent_id = form.get("agent_id", "")[:MAX_FIELD]
-        if await agents_repo.get_agent(agent_id) is None:
-            return message(session, "No such agent", "Nothing was changed.", 404, "/admin/agents")
-        changed = await agents_repo.revoke_agent(agent_id)
-        await ctx.store.audit("admin.agent_disabled", subject=session.user.subject, agent_id=agent_id,
+        kind, ident, action = form.get("kind", ""), form.get("ident", "")[:MAX_FIELD], form.get("action", "kill")
+        back = "/admin/users" if kind == w.KILL_USER else "/admin/agents"
+        if kind not in w.KILL_KINDS or action not in ("kill", "revive"):
+            return message(session, "Nothing to change", "The form did not name an agent, client or user.", 400)
+        known = (await agents_repo.get_agent(ident) is not None or await ctx.store.get_client(ident) is not None
+                 if kind != w.KILL_USER else await ctx.store.get_user(ident) is not None)
+        if not known:
+            return message(session, "Not found", "There is no such agent, client or user; nothing was changed.",
+                           404, back)
+        by = session.user.subject
+        if action == "revive":
+            changed = await kill_list.revive(kind, ident, by=by)
+        else:
+            changed = await kill_list.kill(kind, ident, by=by, reason=form.get("reason", "")[:500] or None)
+            if kind == w.KILL_AGENT and await agents_repo.get_agent(ident) is not None:
+                await agents_repo.revoke_agent(ident)
+            elif kind == w.KILL_CLIENT:
+                await queries.revoke_client_tokens(ctx.store, ident, ctx.now())
+        await ctx.store.audit(f"admin.{'revived' if action == 'revive' else 'disabled'}", subject=by,
+                              client_id=ident if kind == w.KILL_CLIENT else None, kind=kind, ident=ident,
                               changed=changed)
-        return _no_store_redirect("/admin/agents")
+        return _no_store_redirect(back)
+
+    # -- mandates and budgets ------------------------------------------------------------------------------
+
+    async def mandates_page(request: Request) -> Response:
+        session = await guarded(request)
+        if isinstance(session, Response):
+            return session
+        owners = {u.subject: u.username for u in await ctx.store.list_users()}
+        rows = await trust.list_mandates(limit=size * 4)
+        return page("mandates.html", session, mandates=[mandate_view(r, ctx.now()) for r in rows], owners=owners,
+                    budgets=await trust.list_budgets())
+
+    async def revoke_mandate(request: Request) -> Response:
+        checked = await post_form(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+        jti = form.get("jti", "")[:64]
+        row = await trust.get_mandate(jti)
+        if row is None or not await trust.revoke_mandate(jti, by=session.user.subject):
+            return message(session, "No such mandate", "It is unknown or already revoked; nothing was changed.",
+                           404, "/admin/mandates")
+        await ctx.store.audit("admin.mandate_revoked", subject=session.user.subject, jti=jti, owner=row.subject,
+                              agent=row.agent)
+        return _no_store_redirect("/admin/mandates")
 
     async def disable_client(request: Request) -> Response:
         checked = await post_form(request)
@@ -236,7 +298,8 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         session = await guarded(request)
         if isinstance(session, Response):
             return session
-        return page("users.html", session, users=await ctx.store.list_users())
+        killed = {k.ident for k in await trust.kills() if k.kind == w.KILL_USER}
+        return page("users.html", session, users=await ctx.store.list_users(), killed=killed)
 
     # -- consents --------------------------------------------------------------------------------------------
 
@@ -326,7 +389,9 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         Route("/admin/signout", signout, methods=["POST"]),
         Route("/admin", overview, methods=["GET"]),
         Route("/admin/agents", agents_page, methods=["GET"]),
-        Route("/admin/agents/disable", disable_agent, methods=["POST"]),
+        Route("/admin/kill", kill_switch, methods=["POST"]),
+        Route("/admin/mandates", mandates_page, methods=["GET"]),
+        Route("/admin/mandates/revoke", revoke_mandate, methods=["POST"]),
         Route("/admin/clients/revoke-tokens", disable_client, methods=["POST"]),
         Route("/admin/users", users_page, methods=["GET"]),
         Route("/admin/consents", consents_page, methods=["GET"]),
