@@ -324,7 +324,8 @@ def test_dashboard_settings_are_validated(settings: Settings) -> None:
 
     from authgate.config import ConfigError
 
-    for bad in ({"dashboard_session_ttl": 10}, {"dashboard_session_ttl": 90_000}, {"dashboard_page_size": 5},
-                {"dashboard_page_size": 501}):
-        with pytest.raises(ConfigError, match="dashboard_"):
-            replace(settings, **bad).validate()
+    for name, value in (("dashboard_session_ttl", 10), ("dashboard_session_ttl", 90_000),
+                        ("dashboard_page_size", 5), ("dashboard_page_size", 501)):
+        changes: dict[str, Any] = {name: value}
+        with pytest.raises(ConfigError, match=name):
+            replace(settings, **changes).validate()
