@@ -1,8 +1,9 @@
 """Exactly once across processes (issue #9 item 2): 4 ``authgate serve`` processes on one PostgreSQL database,
 200 concurrent attempts spread over them, exactly one winner, and consistent state afterwards.
 
-One cluster serves the whole module (each scenario uses its own client, grant, approval or agent); a second one
-with ``redis_url`` repeats the Agent Auth replay race with the replay cache in Redis.
+One cluster serves the whole module (each scenario uses its own client, grant, approval, agent or payment), with
+one ``authgate devchain`` node for the x402 facilitators; a second cluster with ``redis_url`` repeats the Agent
+Auth replay race with the replay cache in Redis.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import asyncio
 import json
 import re
 import secrets
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +28,14 @@ from authgate.config import to_sqlalchemy_url
 from authgate.crypto.httpsig import sign_request
 from authgate.crypto.jwk import public_jwk
 from authgate.crypto.signature_key import jwt_scheme
+from authgate.demo.servers import free_port
 from authgate.store import Store
 from authgate.store import tables as t
+from authgate.x402 import localchain
+from authgate.x402.wire import FacilitatorRequest, SettleResponse
 from tests.helpers import REDIRECT, add_client, add_user, authorize_params, pkce_pair, redirect_params
 from tests.scale.cluster import REDIS_URL, Cluster, fresh_database, require_redis, server_env
+from tests.x402.facilitator_support import PAY_TO, pay, requirements
 
 pytestmark = pytest.mark.postgres
 
@@ -50,18 +58,45 @@ def _clean(outputs: list[str]) -> None:
     assert not any("Traceback" in out for out in outputs), outputs
 
 
+def _x402_env(rpc: str) -> dict[str, str]:
+    """The servers' facilitators settle on one shared ``authgate devchain`` node (each embedded chain would be
+    its own)."""
+    return {"x402_chain": "jsonrpc", "x402_rpc_url": rpc, "x402_facilitator_key": localchain.FACILITATOR_KEY,
+            "x402_network": localchain.NETWORK, "x402_token_address": localchain.TOKEN_ADDRESS,
+            "x402_token_name": localchain.TOKEN_NAME, "x402_token_version": localchain.TOKEN_VERSION,
+            "x402_settle_timeout": "60"}
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str, str]]:
+    """(cluster, database URL, devchain RPC URL) for the module; the chain node starts alongside the servers
+    (they build their chain on first use)."""
+    rpc = f"http://127.0.0.1:{free_port()}"
     with fresh_database() as database:
-        c = _start(tmp_path_factory.mktemp("cluster"), database)
+        node = subprocess.Popen([sys.executable, "-m", "authgate.cli", "devchain", "--port", rpc.rsplit(":", 1)[1],
+                                 "--fund", "scale-payer=1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
         try:
-            yield c, database
+            c = _start(tmp_path_factory.mktemp("cluster"), database, **_x402_env(rpc))
+            try:
+                deadline = time.monotonic() + 90
+                while True:
+                    try:
+                        httpx.get(rpc, timeout=2)
+                        break
+                    except httpx.TransportError:
+                        assert node.poll() is None and time.monotonic() < deadline, "devchain did not start"
+                        time.sleep(0.2)
+                yield c, database, rpc
+            finally:
+                _clean(c.stop())
         finally:
-            _clean(c.stop())
+            node.terminate()
+            node.communicate(timeout=30)
 
 
 @pytest.fixture
-async def store(cluster: tuple[Cluster, str]) -> AsyncIterator[Store]:
+async def store(cluster: tuple[Cluster, str, str]) -> AsyncIterator[Store]:
     st = await Store.open(to_sqlalchemy_url(cluster[1]), run_migrations=False)
     yield st
     await st.close()
@@ -117,9 +152,9 @@ async def _grant_is_dead(http: httpx.AsyncClient, urls: list[str], store: Store,
         assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
 
 
-async def test_authorization_code_is_redeemed_once(cluster: tuple[Cluster, str], store: Store,
+async def test_authorization_code_is_redeemed_once(cluster: tuple[Cluster, str, str], store: Store,
                                                    http: httpx.AsyncClient) -> None:
-    c, _ = cluster
+    c = cluster[0]
     client_id, _ = await add_client(store)
     form = await _code_form(http, c.urls[0], client_id)
     responses = await _spread(http, c.urls, "POST", "/token", data=form)
@@ -133,8 +168,8 @@ async def test_authorization_code_is_redeemed_once(cluster: tuple[Cluster, str],
 
 
 async def test_refresh_token_is_rotated_once_and_the_replay_revokes_the_family(
-        cluster: tuple[Cluster, str], store: Store, http: httpx.AsyncClient) -> None:
-    c, _ = cluster
+        cluster: tuple[Cluster, str, str], store: Store, http: httpx.AsyncClient) -> None:
+    c = cluster[0]
     client_id, _ = await add_client(store)
     first = await http.post(c.urls[1] + "/token", data=await _code_form(http, c.urls[1], client_id))
     assert first.status_code == 200, first.text
@@ -160,9 +195,9 @@ def _cookies(response: httpx.Response, jar: dict[str, str]) -> dict[str, str]:
     return {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
 
 
-async def test_approval_is_decided_once(cluster: tuple[Cluster, str], store: Store,
+async def test_approval_is_decided_once(cluster: tuple[Cluster, str, str], store: Store,
                                         http: httpx.AsyncClient) -> None:
-    c, _ = cluster
+    c = cluster[0]
     username = "u" + secrets.token_hex(4)
     subject = await add_user(store, username, PASSWORD)
     jar: dict[str, str] = {}
@@ -225,7 +260,7 @@ async def _signed_request_accepted_once(c: Cluster, store: Store, http: httpx.As
 
 
 async def test_agentauth_signed_request_is_accepted_once_database_replay_cache(
-        cluster: tuple[Cluster, str], store: Store, http: httpx.AsyncClient) -> None:
+        cluster: tuple[Cluster, str, str], store: Store, http: httpx.AsyncClient) -> None:
     await _signed_request_accepted_once(cluster[0], store, http)
 
 
@@ -253,9 +288,9 @@ async def _redis_race(c: Cluster, database: str) -> None:
         await st.close()
 
 
-async def test_registration_access_token_rotation_has_one_winner(cluster: tuple[Cluster, str],
+async def test_registration_access_token_rotation_has_one_winner(cluster: tuple[Cluster, str, str],
                                                                  http: httpx.AsyncClient) -> None:
-    c, _ = cluster
+    c = cluster[0]
     metadata = {"client_name": "racer", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none",
                 "grant_types": ["authorization_code"], "response_types": ["code"]}
     reg = await http.post(c.urls[0] + "/register", json=metadata)
@@ -272,3 +307,31 @@ async def test_registration_access_token_rotation_has_one_winner(cluster: tuple[
     assert old.status_code == 401
     now = await http.get(c.urls[2] + path, headers={"Authorization": f"Bearer {new_rat}"})
     assert now.status_code == 200 and now.json()["client_name"] == "racer v2"
+
+
+async def test_x402_authorization_is_settled_once(cluster: tuple[Cluster, str, str],
+                                                  http: httpx.AsyncClient) -> None:
+    """The facilitators under /x402 settle on one devchain node: 200 concurrent /settle calls for one
+    authorization make exactly one transfer, and every caller gets the same receipt."""
+    c, _, rpc = cluster
+
+    async def call(method: str, params: list[object]) -> str:
+        answer = await http.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        return str(answer.json()["result"])
+
+    async def balance(owner: str) -> int:
+        data = "0x70a08231" + owner[2:].lower().rjust(64, "0")
+        return int(await call("eth_call", [{"to": localchain.TOKEN_ADDRESS, "data": data}, "latest"]), 16)
+
+    req = requirements()
+    body = FacilitatorRequest(pay(localchain.label_key("scale-payer"), req), req).to_json()
+    payee_before = await balance(PAY_TO)
+    sent_before = int(await call("eth_getTransactionCount", [localchain.FACILITATOR, "latest"]), 16)
+    responses = await _spread(http, c.urls, "POST", "/x402/settle", content=body,
+                              headers={"Content-Type": "application/json"})
+    assert _statuses(responses) == {200: ATTEMPTS}
+    results = [SettleResponse.from_json(r.content) for r in responses]
+    assert all(r.success for r in results), {(r.error_reason, r.error_message) for r in results}
+    assert len({r.transaction for r in results}) == 1  # one receipt, told to every caller
+    assert int(await call("eth_getTransactionCount", [localchain.FACILITATOR, "latest"]), 16) == sent_before + 1
+    assert await balance(PAY_TO) == payee_before + int(req.amount)
