@@ -45,9 +45,12 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 0
     import uvicorn
 
+    from authgate.cli import configure_logging
+
+    configure_logging(args.log_level, os.environ.get("AUTHGATE_LOG_FORMAT", "text"))
     print(f"authgate gateway on http://{args.host}:{args.port} → {config.upstream} ({routes} routes; {mechanisms}; "
           f"identity {config.identity})", flush=True)
     # The upstream's Date and Server headers pass through: uvicorn must not add its own beside them.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False,
-                server_header=False, date_header=False, lifespan="on")
+                server_header=False, date_header=False, lifespan="on", log_config=None, access_log=False)
     return 0
