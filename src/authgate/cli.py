@@ -568,6 +568,12 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return asyncio.run(agents_cli.run(args, _settings(args)))
 
 
+def cmd_trust(args: argparse.Namespace) -> int:
+    from authgate.trust import cli as trust_cli
+
+    return asyncio.run(trust_cli.run(args, _settings(args)))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from authgate.demo.run import main as demo_main
 
@@ -689,6 +695,10 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(p)
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_audit)
+
+    from authgate.trust.cli import add_parsers as add_trust_parsers
+
+    add_trust_parsers(sub, _server_args, cmd_trust)
 
     from authgate.gateway.cli import add_parser as add_gateway_parser
 

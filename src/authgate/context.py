@@ -16,6 +16,8 @@ from authgate.ops.metrics import Metrics
 from authgate.ratelimit import RateLimiter
 from authgate.shared.client import SharedRedis
 from authgate.store import Store
+from authgate.trust.killswitch import KillSwitch
+from authgate.trust.store import TrustStore
 
 if TYPE_CHECKING:
     from authgate.aauth.abuse import AbuseGuard
@@ -49,9 +51,15 @@ class ServerContext:
     redis: SharedRedis | None = None
     #: Password attempts per username and address, shared by every sign-in form (sign-in page, consent page).
     login_limiter: RateLimiter = field(init=False)
+    #: Budgets, mandates and the kill list (authgate.trust); the kill switch caches the list per process and
+    #: re-reads it whenever the database's version counter moved.
+    trust: TrustStore = field(init=False)
+    killswitch: KillSwitch = field(init=False)
 
     def __post_init__(self) -> None:
         self.login_limiter = RateLimiter(10, 60, self.clock)
+        self.trust = TrustStore(self.store)
+        self.killswitch = KillSwitch(self.trust)
         if self.redis is not None:
             from authgate.shared.ratelimit import RedisCounter
 

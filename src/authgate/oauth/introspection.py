@@ -30,6 +30,10 @@ async def introspect(ctx: ServerContext, token: str) -> dict[str, Any]:
         record = await ctx.store.get_artifact(str(claims.get("jti", "")), ACCESS_TOKEN)
         if record is None or record.revoked_at is not None:
             return {"active": False}
+        act = claims.get("act")
+        if await ctx.killswitch.killed(clients=[claims.get("client_id")], users=[claims.get("sub")], agents=[
+                claims.get("client_id"), act.get("sub") if isinstance(act, dict) else None]):
+            return {"active": False}
         out: dict[str, Any] = {"active": True, "token_type": "Bearer"}
         # act, amr, auth_time: who acts for the user and how the user was identified (the AAuth grant's tiers).
         for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "act", "amr", "auth_time"):
@@ -39,6 +43,9 @@ async def introspect(ctx: ServerContext, token: str) -> dict[str, Any]:
     refresh = await ctx.store.get_artifact(token_hash(token), REFRESH_TOKEN)
     if refresh is not None and refresh.usable(ctx.now()):
         p = refresh.payload
+        if await ctx.killswitch.killed(clients=[refresh.client_id], users=[p.get("sub")],
+                                       agents=[refresh.client_id]):
+            return {"active": False}
         return {
             "active": True,
             "token_type": "refresh_token",

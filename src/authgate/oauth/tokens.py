@@ -20,6 +20,7 @@ from joserfc.errors import JoseError
 from authgate.context import ServerContext
 from authgate.crypto.hashing import new_token, token_hash
 from authgate.crypto.keys import ALG
+from authgate.errors import InvalidGrant
 from authgate.oauth.clients import Client
 from authgate.store import AuditEntry, NewArtifact
 
@@ -59,6 +60,10 @@ async def issue_tokens(ctx: ServerContext, client: Client, grant: Grant, *, refr
         raise ValueError(f"extra_claims may not set {', '.join(sorted(clash))}")
     if ttl is not None and ttl <= 0:
         raise ValueError("ttl must be positive")
+    actor = (extra_claims or {}).get("act")
+    if await ctx.killswitch.killed(clients=[client.client_id], users=[grant.subject], agents=[
+            client.client_id, actor.get("sub") if isinstance(actor, dict) else None]):
+        raise InvalidGrant("disabled by the kill switch")
     now = ctx.now()
     ttl = ttl or ctx.settings.access_token_ttl
     jti = secrets.token_urlsafe(16)

@@ -1,0 +1,155 @@
+"""``authgate kill|revive|budgets|mandates|attestations``: the operator's side of trust and control.
+
+- ``kill agent|client|user ID [--reason …]`` / ``revive agent|client|user ID`` / ``kill --list``: the kill
+  switch (seen by every server process sharing the database on its next request; audited).
+- ``budgets set AGENT [--per-request N] [--per-day N] [--per-payee-day N] [--approver USERNAME]``, ``list``,
+  ``remove AGENT``: amounts in atomic units of the asset.
+- ``mandates issue --user U --agent A --route R… --payee P… --cap N [--period day] [--ttl S]`` prints the
+  mandate JWT; ``list [--user U]``; ``revoke JTI``.
+- ``attestations issue --agent A --claim k=v… [--ttl S]`` prints an attestation signed by this server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from authgate.trust import wire as w
+
+
+def _claims(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--claim {pair!r}: expected name=value")
+        out[name] = True if value == "true" else False if value == "false" else value
+    return out
+
+
+async def run(args: argparse.Namespace, settings: Any) -> int:
+    from authgate.app import build_context
+    from authgate.trust import mandates
+    from authgate.trust.attestations import issue_attestation
+
+    ctx = await build_context(settings)
+    try:
+        trust, switch = ctx.trust, ctx.killswitch
+        if args.command in ("kill", "revive"):
+            if getattr(args, "list", False):
+                for k in await trust.kills():
+                    print(f"{k.killed_at}\t{k.kind}\t{k.ident}\t{k.killed_by or '-'}\t{k.reason or '-'}")
+                return 0
+            if not args.kind or not args.ident:
+                print("give KIND and ID", file=sys.stderr)
+                return 2
+            if args.command == "kill":
+                done = await switch.kill(args.kind, args.ident, by="cli", reason=args.reason)
+            else:
+                done = await switch.revive(args.kind, args.ident, by="cli")
+            print(f"{args.command}: {args.kind} {args.ident}" + ("" if done else " (no change)"))
+            return 0
+        if args.command == "budgets":
+            if args.action == "set":
+                approver = None
+                if args.approver:
+                    user = await ctx.store.get_user_by_name(args.approver)
+                    if user is None:
+                        print(f"no user {args.approver!r}", file=sys.stderr)
+                        return 1
+                    approver = user.subject
+                budget = await trust.set_budget(args.agent, per_request=args.per_request, per_day=args.per_day,
+                                                per_payee_day=args.per_payee_day, approver=approver, by="cli")
+                print(json.dumps(budget.public(), indent=2))
+            elif args.action == "list":
+                print(json.dumps([b.public() for b in await trust.list_budgets()], indent=2))
+            elif not await trust.delete_budget(args.agent, by="cli"):
+                print("no such budget", file=sys.stderr)
+                return 1
+            return 0
+        if args.command == "mandates":
+            if args.action == "issue":
+                user = await ctx.store.get_user_by_name(args.user)
+                if user is None:
+                    print(f"no user {args.user!r}", file=sys.stderr)
+                    return 1
+                terms = mandates.Terms(tuple(args.route), tuple(args.payee), args.cap, args.period, args.asset)
+                token, row = await mandates.issue(ctx.keys, trust, issuer=ctx.issuer, subject=user.subject,
+                                                  agent=args.agent, terms=terms, ttl=args.ttl)
+                print(json.dumps({"mandate": token, "jti": row.jti, "expires_at": row.expires_at}, indent=2))
+            elif args.action == "list":
+                subject = None
+                if args.user:
+                    user = await ctx.store.get_user_by_name(args.user)
+                    subject = user.subject if user else "-"
+                print(json.dumps([m.public() for m in await trust.list_mandates(subject=subject)], indent=2))
+            elif not await trust.revoke_mandate(args.jti, by="cli"):
+                print("no such active mandate", file=sys.stderr)
+                return 1
+            return 0
+        token = await issue_attestation(ctx.keys, issuer=ctx.issuer, agent=args.agent, claims=_claims(args.claim),
+                                        ttl=args.ttl, now=ctx.now())
+        print(token)
+        return 0
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await ctx.store.close()
+
+
+def add_parsers(sub: Any, server_args: Callable[[argparse.ArgumentParser], None],
+                func: Callable[[argparse.Namespace], int]) -> None:
+    for name, text in (("kill", "disable an agent, a client or a user's delegation everywhere, at once"),
+                       ("revive", "undo a kill")):
+        p = sub.add_parser(name, help=text)
+        server_args(p)
+        p.add_argument("kind", nargs="?", choices=w.KILL_KINDS)
+        p.add_argument("ident", nargs="?", help="agent id / payer address, client_id, or user subject")
+        if name == "kill":
+            p.add_argument("--reason")
+            p.add_argument("--list", action="store_true", help="show the kill list")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("budgets", help="spend limits per agent (payments it makes to us)")
+    actions = p.add_subparsers(dest="action", required=True)
+    s = actions.add_parser("set")
+    s.add_argument("agent")
+    s.add_argument("--per-request", type=int)
+    s.add_argument("--per-day", type=int)
+    s.add_argument("--per-payee-day", type=int)
+    s.add_argument("--approver", help="username asked when a payment is over a limit")
+    actions.add_parser("list")
+    actions.add_parser("remove").add_argument("agent")
+    for each in actions.choices.values():
+        server_args(each)
+    p.set_defaults(func=func)
+
+    p = sub.add_parser("mandates", help="signed spending mandates for agents")
+    actions = p.add_subparsers(dest="action", required=True)
+    i = actions.add_parser("issue")
+    i.add_argument("--user", required=True)
+    i.add_argument("--agent", required=True)
+    i.add_argument("--route", action="append", required=True, help="'METHOD /path' or '/path', '/*' suffix")
+    i.add_argument("--payee", action="append", required=True)
+    i.add_argument("--cap", type=int, required=True, help="atomic units per period")
+    i.add_argument("--period", choices=w.PERIODS, default="day")
+    i.add_argument("--asset")
+    i.add_argument("--ttl", type=int, default=86400)
+    actions.add_parser("list").add_argument("--user")
+    actions.add_parser("revoke").add_argument("jti")
+    for each in actions.choices.values():
+        server_args(each)
+    p.set_defaults(func=func)
+
+    p = sub.add_parser("attestations", help="attestations signed by this server")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("issue")
+    a.add_argument("--agent", required=True)
+    a.add_argument("--claim", action="append", default=[], help="name=value (true/false become booleans)")
+    a.add_argument("--ttl", type=int, default=3600)
+    server_args(a)
+    p.set_defaults(func=func)
