@@ -1,0 +1,33 @@
+"""The kill switch on the resource side: a TokenVerifier wrapper for ``AuthGateMiddleware`` (and the gateway).
+
+JWT access tokens verify offline, so without this a killed client's token keeps working until it expires.
+``KillSwitchVerifier(inner, switch)`` verifies with ``inner`` and then consults the kill list (the client, the
+subject, and an acting agent in ``act.sub``); a hit is an ordinary ``invalid_token`` rejection. The switch
+needs the issuer's database: ``KillSwitch(TrustStore(await Store.open(url, run_migrations=False)))`` in a
+separate resource server, ``ctx.killswitch`` inside authgate's own process.
+"""
+
+from __future__ import annotations
+
+from authgate.resource.verifier import AccessClaims, TokenRejected, TokenVerifier
+from authgate.trust.killswitch import KillSwitch
+
+
+class KillSwitchVerifier:
+    def __init__(self, inner: TokenVerifier, switch: KillSwitch) -> None:
+        self.inner = inner
+        self.switch = switch
+
+    @property
+    def audience(self) -> str:
+        return self.inner.audience
+
+    async def verify(self, token: str) -> AccessClaims:
+        claims = await self.inner.verify(token)
+        act = claims.claims.get("act")
+        actor = act.get("sub") if isinstance(act, dict) else None
+        hit = await self.switch.killed(clients=[claims.client_id], users=[claims.subject],
+                                       agents=[claims.client_id, actor if isinstance(actor, str) else None])
+        if hit is not None:
+            raise TokenRejected("killed", hit.split(":", 1)[0])
+        return claims
