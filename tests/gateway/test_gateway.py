@@ -433,3 +433,27 @@ def test_the_agent_auth_signing_key_file(tmp_path: Any) -> None:
     with pytest.raises(PolicyError, match=r"^gw.toml: \[agentauth\]: signing_key_file: .*key.json is not a private "
                                           r"Ed25519 JWK \(ValueError\)$"):
         build_gateway(gateway_config_from_dict(base, source="gw.toml", base_dir=tmp_path))
+
+
+async def test_request_framing_is_never_ambiguous_upstream() -> None:
+    upstream = Upstream()
+    proxy = Proxy("http://upstream.test", identity="plain", transport=httpx.ASGITransport(app=upstream.app()))
+    sent: list[dict[str, Any]] = []
+
+    async def run(headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        sent.clear()
+        await proxy({"type": "http", "method": "POST", "path": "/x", "raw_path": b"/x", "query_string": b"",
+                     "headers": [(b"host", b"api.test"), *headers], "scheme": "https"}, receive, send)
+        return int(sent[0]["status"])
+
+    assert await run([(b"content-length", b"3"), (b"content-length", b"30")], b"abc") == 400
+    assert await run([(b"transfer-encoding", b"chunked"), (b"content-length", b"100")], b"abc") == 200
+    await proxy.aclose()
+    seen = upstream.seen[-1].headers
+    assert "content-length" not in seen or seen["content-length"] == "3"

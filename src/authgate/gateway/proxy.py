@@ -84,6 +84,8 @@ def forward_request_headers(scope: Scope, *, strip_cookies: bool = False) -> lis
         drop = drop | {"cookie"}
     if any(k.lower() in _SIGNED for k, _ in raw):
         drop = drop | {"content-digest"}  # covered by the agent's signature: ours, not the upstream's
+    if any(k.lower() == b"transfer-encoding" for k, _ in raw):
+        drop = drop | {"content-length"}  # RFC 9112 §6.3: chunked wins; the body goes on chunked, never re-framed
     out: list[tuple[str, str]] = []
     for k, v in raw:
         name = k.decode("latin-1").lower()
@@ -186,7 +188,11 @@ class Proxy:
         fields = identity.as_dict() if isinstance(identity, Identity) else {"mechanism": "public"}
         headers += identity_headers(fields, method=method, target=path, secret=self.secret, now=self.clock())
         headers += self._forwarded(scope)
-        declared = next((v for k, v in headers if k == "content-length"), None)
+        lengths = [v for k, v in headers if k == "content-length"]
+        if len(lengths) > 1:  # ambiguous framing: refuse rather than let two servers read two bodies
+            await _json(send, 400, {"error": "invalid_request", "error_description": "Malformed Content-Length"})
+            return
+        declared = lengths[0] if lengths else None
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             await _json(send, 413 if declared.isdigit() else 400,
                         {"error": "invalid_request", "error_description": "Request body too large"
