@@ -577,7 +577,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from authgate.demo.run import main as demo_main
 
-    return demo_main(verbose=args.verbose)
+    return demo_main(verbose=args.verbose, keep_serving=args.serve)
 
 
 def cmd_devchain(args: argparse.Namespace) -> int:
@@ -610,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="start the server, a demo API and an MCP server, and let agents in")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--serve", action="store_true",
+                   help="after the demo keep its servers up (Ctrl-C stops) and make an operator account for the "
+                        "dashboard")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("users", help="manage resource owners who can sign in and consent")

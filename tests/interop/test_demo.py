@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from authgate.demo.run import run_demo
@@ -47,3 +49,14 @@ async def test_demo_succeeds_and_reports_each_step(tmp_path: object) -> None:
     assert "journal:write is high-risk, so sam was asked again" in agentauth
     assert "sent again → 401 [Signature-Error: error=invalid_signature]: replay refused" in agentauth
     assert text.rstrip().endswith("demo succeeded")
+    # The ending: the whole audit trail, oldest first, then where the dashboard is.
+    trail = text[text.index("Audit trail of the whole demo"):]
+    numbers = [int(n) for n in re.findall(r"^  #(\d+) ", trail, re.M)]
+    assert numbers and numbers == sorted(numbers) and numbers[0] == 1
+    count = int(re.search(r"Audit trail of the whole demo \((\d+) events", trail).group(1))  # type: ignore[union-attr]
+    assert count == len(numbers)
+    for event in ("client.registered", "token.issued", "ciba.issued", "aauth.issued", "agentauth.agent_enrolled",
+                  "agentauth.consent_granted"):
+        assert re.search(rf"^  #\d+ +\d\d:\d\d:\d\d {re.escape(event)} ", trail, re.M), event
+    assert re.search(r"^Dashboard: http://127\.0\.0\.1:\d+/admin ", trail, re.M)
+    assert trail.index("Dashboard:") > trail.rindex("  #")

@@ -461,7 +461,8 @@ SCENARIOS: list[Scenario] = [scenario_sdk_client_credentials, scenario_mcp_sdk, 
                              scenario_aauth_phone_agent, scenario_x402_paying_agent, scenario_agent_auth]
 
 
-async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = None) -> bool:
+async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = None, keep_serving: bool = False
+                   ) -> bool:
     from authgate.demo.apps import mcp_server, notes_api, orders_api
 
     as_port, api_port, mcp_port, orders_port = free_port(), free_port(), free_port(), free_port()
@@ -501,6 +502,7 @@ async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = N
                         await asyncio.wait_for(scenario(demo), 60)
                     except Exception as exc:  # a failed scenario is reported, the others still run
                         report.step(False, f"{scenario.__name__} failed: {exc.__class__.__name__}: {exc}")
+                await dashboard_ending(demo, keep_serving)
         finally:
             await api_verifier.aclose()
             await mcp_verifier.aclose()
@@ -512,7 +514,51 @@ async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = N
     return report.ok
 
 
-def main(verbose: bool = False) -> int:
+def _audit_line(event: dict[str, Any]) -> str:
+    """One audit event on one line: number, time, name, who, which client, and its details (never secrets: the
+    audit log holds none)."""
+    import json
+
+    parts = [f"#{event['id']:<4}", time.strftime("%H:%M:%S", time.gmtime(event["at"])), f"{event['event']:<30}"]
+    if event.get("subject"):
+        parts.append(f"subject={event['subject']}")
+    if event.get("client_id"):
+        parts.append(f"client={event['client_id']}")
+    detail = event.get("detail") or {}
+    for key in sorted(detail)[:8]:
+        value = detail[key]
+        if value is not None:
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            parts.append(f"{key}={text if len(text) <= 60 else text[:57] + '...'}")
+    return " ".join(parts)
+
+
+async def dashboard_ending(demo: Demo, keep_serving: bool) -> None:
+    """The demo's last word: the whole audit trail, oldest first, and where the operator's dashboard is. With
+    ``keep_serving`` an operator account (random password, this temporary database only) is made and the
+    servers stay up until Ctrl-C, so the dashboard can be opened."""
+    from authgate.crypto.hashing import hash_password
+    from authgate.dashboard.queries import audit_since
+    from authgate.store import User
+
+    ctx, out = demo.ctx, demo.report.out
+    events = await audit_since(ctx.store, 0, limit=5000)
+    demo.report.section(f"Audit trail of the whole demo ({len(events)} events, oldest first, UTC)")
+    for event in events:
+        out("  " + _audit_line(event))
+    out(f"\nDashboard: {demo.issuer}/admin   (a person's own page: {demo.issuer}/me)")
+    if not keep_serving:
+        out("  the demo's servers stop now; `authgate demo --serve` keeps them up and makes an operator account")
+        return
+    password = secrets.token_urlsafe(12)
+    await ctx.store.add_user(User(subject="u_" + secrets.token_urlsafe(8), username="operator",
+                                  password_hash=hash_password(password), created_at=ctx.now(), is_admin=True))
+    out(f"  sign in as operator / {password}  (this demo's temporary database only). Ctrl-C stops.")
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+
+
+def main(verbose: bool = False, keep_serving: bool = False) -> int:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -521,4 +567,4 @@ def main(verbose: bool = False) -> int:
     except ImportError:
         print("authgate demo needs the mcp extra: pip install 'authgate[server,mcp]'", file=sys.stderr)
         return 2
-    return 0 if asyncio.run(run_demo()) else 1
+    return 0 if asyncio.run(run_demo(keep_serving=keep_serving)) else 1
