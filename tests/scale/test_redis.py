@@ -127,6 +127,23 @@ async def test_server_with_redis_down_keeps_registering_and_limiting(
     assert ctx.redis is not None
     codes = [(await http.post("/register", json=REGISTRATION)).status_code for _ in range(3)]
     assert codes == [201, 201, 429]
+    await ctx.redis.aclose()
+
+
+async def test_with_redis_url_every_limiter_and_the_replay_cache_are_shared(
+        live_redis: None, settings: Settings, make_client: Callable[..., Any]) -> None:
+    ctx, http = await make_client(settings, redis_url=REDIS_URL, redis_prefix=f"t-{secrets.token_hex(4)}:",
+                                  registration_rate_limit=1)
+    limiters = [ctx.registration_limiter, ctx.login_limiter, *ctx.aauth_guard.limiters.values()]
+    assert all(isinstance(lim.shared, RedisCounter) for lim in limiters)
+    assert len({lim.name for lim in limiters}) == len(limiters)  # one bucket family per limiter
+    assert isinstance(ctx.replay_cache, RedisReplayCache)
+    _wait_for_fresh_window()
+    codes = [(await http.post("/register", json=REGISTRATION)).status_code for _ in range(2)]
+    assert codes == [201, 429]
+    keys = [k async for k in ctx.redis.client.scan_iter(match=ctx.redis.prefix + "*")]
+    assert len(keys) == 1 and b"127.0.0.1" not in keys[0]  # the caller's address is hashed
+    await ctx.redis.aclose()
 
 
 def test_scale_settings_are_validated(settings: Settings) -> None:
