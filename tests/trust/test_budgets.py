@@ -60,7 +60,7 @@ async def test_over_asks_the_person_then_approved_pays_once(trust: TrustStore, c
     await trust.set_budget("agent-1", per_day=100, approver="alice")
     await guard.charge("agent-1", PAYEE, 90)
     err = await _refused(guard, 20, resource="/api/x")
-    assert err.code == wire.ERR_BUDGET_PENDING and err.status == 402 and err.approval_id
+    assert err.code == wire.ERR_BUDGET_PENDING and err.status == 403 and err.approval_id
     request = await approvals.get(err.approval_id)
     assert request is not None and request.subject == "alice" and request.details["amount"] == "20"
     assert (await _refused(guard, 20, approval_id=err.approval_id)).code == wire.ERR_BUDGET_PENDING

@@ -32,6 +32,8 @@ class Charged:
     payee: str
     amount: int
     approval_id: str | None = None
+    #: The counters charged (for ``BudgetGuard.refund`` when the payment then fails).
+    buckets: tuple[Bucket, ...] = ()
 
 
 class BudgetGuard:
@@ -55,9 +57,10 @@ class BudgetGuard:
         if approval_id is not None:
             return await self._approved(agent, payee, amount, approval_id, day)
         budget = await self.trust.get_budget(agent)
+        counted = (Bucket(day, "*", None), Bucket(day, payee, None))
         if budget is None:
-            await self.trust.charge(agent, [Bucket(day, "*", None), Bucket(day, payee, None)], amount)
-            return Charged(agent, payee, amount)
+            await self.trust.charge(agent, list(counted), amount)
+            return Charged(agent, payee, amount, buckets=counted)
         over: str | None = None
         if budget.per_request is not None and amount > budget.per_request:
             over = f"per-request limit of {budget.per_request}"
@@ -68,7 +71,7 @@ class BudgetGuard:
                 over = (f"daily limit of {budget.per_day}" if index == 0
                         else f"daily limit of {budget.per_payee_day} for this payee")
         if over is None:
-            return Charged(agent, payee, amount)
+            return Charged(agent, payee, amount, buckets=counted)
         if budget.approver is None or self.approvals is None:
             raise TrustError(w.ERR_BUDGET_EXCEEDED, f"payment of {amount} is over the agent's {over}")
         request = await self.approvals.create(
@@ -76,7 +79,7 @@ class BudgetGuard:
             details={"agent": agent, "payee": payee, "amount": str(amount), "over": over, "resource": resource},
             binding_message=f"Pay {amount} to {payee[:60]}")
         raise TrustError(w.ERR_BUDGET_PENDING, f"payment of {amount} is over the agent's {over}; approval "
-                         "requested from its person — retry with the approval id once decided", status=402,
+                         "requested from its person — retry with the approval id once decided", status=403,
                          approval_id=request.id)
 
     async def _approved(self, agent: str, payee: str, amount: int, approval_id: str, day: str) -> Charged:
@@ -90,11 +93,16 @@ class BudgetGuard:
                 and str(d.get("amount")) == str(amount)):
             raise TrustError(w.ERR_BUDGET_EXCEEDED, "the approval was for another payment")
         if request.status == "pending":
-            raise TrustError(w.ERR_BUDGET_PENDING, "the approval is still pending", status=402,
+            raise TrustError(w.ERR_BUDGET_PENDING, "the approval is still pending", status=403,
                              approval_id=approval_id)
         if request.status != "approved":
             raise TrustError(w.ERR_BUDGET_DENIED, f"the person did not approve this payment ({request.status})")
         if not await self.trust.claim_once(f"approval:{agent}", approval_id):
             raise TrustError(w.ERR_BUDGET_EXCEEDED, "this approval was already used for a payment")
-        await self.trust.charge(agent, [Bucket(day, "*", None), Bucket(day, payee, None)], amount)
-        return Charged(agent, payee, amount, approval_id)
+        counted = (Bucket(day, "*", None), Bucket(day, payee, None))
+        await self.trust.charge(agent, list(counted), amount)
+        return Charged(agent, payee, amount, approval_id, counted)
+
+    async def refund(self, charged: Charged) -> None:
+        """Give back what ``charge`` counted (the payment failed after it); an approval stays used."""
+        await self.trust.refund(charged.agent, list(charged.buckets), charged.amount)

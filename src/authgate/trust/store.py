@@ -169,6 +169,16 @@ class TrustStore:
             return over.index
         return None
 
+    async def refund(self, key: str, buckets: list[Bucket], amount: int) -> None:
+        """Undo a ``charge`` whose payment did not happen (verify or settle failed), in one transaction."""
+        c = t.trust_spend.c
+        now = self._now()
+        async with self.engine.begin() as conn:
+            for b in sorted(buckets, key=lambda b: (b.period, b.payee)):
+                await conn.execute(sa.update(t.trust_spend).where(
+                    c.key == key, c.period == b.period, c.payee == b.payee, c.spent >= amount,
+                ).values(spent=c.spent - amount, updated_at=now))
+
     async def spent(self, key: str, period: str, payee: str = "*") -> int:
         c = t.trust_spend.c
         async with self.engine.connect() as conn:

@@ -55,6 +55,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgate.trust.errors import TrustError
 from authgate.x402 import wire
 from authgate.x402.errors import X402WireError
 from authgate.x402.extensions import payment_identifier as pid
@@ -154,6 +155,8 @@ class _Pending:
     pid_key: str | None = None
     settle_now: bool = True
     receipt: wire.SettleResponse | None = None
+    #: From the trust guard: gives back what it counted when the payment does not happen (authgate.trust).
+    on_release: Callable[[], Awaitable[None]] | None = None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -187,6 +190,8 @@ class Paywall:
         siwx_key: bytes | None = None,
         siwx_access_seconds: int = 24 * 3600,
         siwx_statement: str | None = "Sign in to use what you paid for",
+        guard: Callable[[Scope, wire.PaymentRequirements, str], Awaitable[Callable[[], Awaitable[None]] | None]]
+        | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
@@ -201,6 +206,9 @@ class Paywall:
         origin = f"{parts.scheme}://{parts.netloc}"
         self.siwx = siwx.Challenger(origin, siwx_key or secrets.token_bytes(32), statement=siwx_statement)
         self.routes: list[PricedRoute] = []
+        #: Trust checks before /verify (authgate.trust.paywall.PaymentTrustGuard): kill switch, attestations,
+        #: mandate, budget; raises TrustError to refuse, returns what undoes its counting.
+        self.guard = guard
 
     # -- configuration ---------------------------------------------------------------------------------------
 
@@ -344,6 +352,9 @@ class Paywall:
                                  {"tx": receipt.transaction}, self.siwx_access_seconds)
 
     async def _release(self, pending: _Pending) -> None:
+        if pending.receipt is None and pending.on_release is not None:
+            release, pending.on_release = pending.on_release, None
+            await release()
         if pending.pid_key is not None and pending.receipt is None:
             await self.store.delete(pending.pid_key)
 
@@ -410,6 +421,12 @@ class _Exchange:
 
         payment = Payment(payer=claimed, requirements=requirements, payload=payload, payment_id=payment_id)
         pending = _Pending(route, payload, requirements, payment, resource_url, pid_key)
+        if pw.guard is not None:
+            try:
+                pending.on_release = await pw.guard(self.scope, requirements, claimed)
+            except TrustError as exc:
+                await pw._release(pending)
+                raise _json_answer(exc.status, exc.body(), {"Access-Control-Expose-Headers": EXPOSE}) from None
         try:
             verdict = await pw.facilitator.verify(payload, requirements)
         except Exception as exc:

@@ -1,0 +1,123 @@
+"""The trust checks at the x402 paywall (``Paywall(..., guard=PaymentTrustGuard(...))``).
+
+Called for every new payment after the offer matched and before ``/verify``, with the payer known:
+
+1. kill switch: the payer address, and the client/subject of a bearer token the request already passed
+   (``scope["state"]["authgate"]``, set by AuthGateMiddleware / the gateway) → 403 ``agent_disabled``;
+2. attestations, when this path requires them (``attestations``: path prefix → Requirement, checked against
+   ``Authgate-Attestation`` headers) → 403 ``attestation_*``;
+3. mandate: an ``Authgate-Mandate`` header (or ``require_mandate``) is verified offline and must cover method,
+   path, payee, asset and amount; its period counter is charged → 403 ``mandate_*``;
+4. budget of the agent (client_id when authenticated, else the payer address): charged atomically; over a
+   limit → 403 ``budget_approval_pending`` with ``approval_id`` (repeat with ``Authgate-Approval: <id>``) or
+   ``budget_exceeded``; a denied approval → 403 ``budget_approval_denied``.
+
+It returns a release callback; the paywall calls it when verify or settle then fails, so what was counted
+is given back (a payment is counted only if it happened).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from authgate.clock import Clock
+from authgate.resource.verifier import AccessClaims
+from authgate.trust import wire as w
+from authgate.trust.attestations import Requirement, check_attestations, split_header
+from authgate.trust.budgets import BudgetGuard, Charged
+from authgate.trust.errors import TrustError
+from authgate.trust.issuers import TrustedIssuers
+from authgate.trust.killswitch import KillSwitch
+from authgate.trust.mandates import MandateVerifier
+from authgate.trust.periods import period_key
+from authgate.trust.store import Bucket, TrustStore
+
+Release = Callable[[], Awaitable[None]]
+
+
+def _headers(scope: Mapping[str, Any], name: str) -> list[str]:
+    raw = name.lower().encode()
+    return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == raw]
+
+
+class PaymentTrustGuard:
+    def __init__(self, trust: TrustStore, clock: Clock, *, killswitch: KillSwitch | None = None,
+                 budgets: BudgetGuard | None = None, mandates: MandateVerifier | None = None,
+                 require_mandate: bool = False, attestations: Mapping[str, Requirement] | None = None,
+                 issuers: TrustedIssuers | None = None) -> None:
+        if (require_mandate and mandates is None) or (attestations and issuers is None):
+            raise ValueError("require_mandate needs a MandateVerifier; attestations need trusted issuers")
+        self.trust = trust
+        self.clock = clock
+        self.killswitch = killswitch
+        self.budgets = budgets
+        self.mandates = mandates
+        self.require_mandate = require_mandate
+        self.attestations = dict(attestations or {})
+        self.issuers = issuers
+
+    def _requirement(self, path: str) -> Requirement | None:
+        best = None
+        for prefix, req in self.attestations.items():
+            if (path == prefix or path.startswith(prefix.rstrip("/") + "/")) and (best is None
+                                                                                  or len(prefix) > len(best[0])):
+                best = (prefix, req)
+        return best[1] if best else None
+
+    async def __call__(self, scope: Mapping[str, Any], requirements: Any, payer: str) -> Release | None:
+        now = int(self.clock.now())
+        method, path = str(scope.get("method", "GET")), str(scope.get("path", "/"))
+        payer = payer.lower()
+        claims = (scope.get("state") or {}).get("authgate")
+        client_id = claims.client_id if isinstance(claims, AccessClaims) else None
+        subject = claims.subject if isinstance(claims, AccessClaims) else None
+        agents = [a for a in (client_id, payer) if a]
+        if self.killswitch is not None:
+            await self.killswitch.check(agents=agents, clients=[client_id], users=[subject])
+        requirement = self._requirement(path)
+        if requirement is not None and self.issuers is not None:
+            check_attestations(split_header(_headers(scope, w.ATTESTATION_HEADER)), requirement, agent=agents,
+                               issuers=self.issuers, now=now)
+        amount_text = str(requirements.amount)
+        if not amount_text.isdigit() or len(amount_text) > 18:
+            raise TrustError(w.ERR_BUDGET_EXCEEDED, "amount out of range", status=400)
+        amount, payee = int(amount_text), str(requirements.pay_to).lower()
+
+        undo: list[Release] = []
+        mandate_header = _headers(scope, w.MANDATE_HEADER)
+        if len(mandate_header) > 1:
+            raise TrustError(w.ERR_MANDATE_INVALID, "one Authgate-Mandate header at most", status=400)
+        if mandate_header and self.mandates is not None:
+            mandate = await self.mandates.authorize_payment(
+                mandate_header[0].strip(), agent=agents, method=method, path=path, payee=payee, amount=amount,
+                asset=str(requirements.asset), now=now)
+            if self.mandates.trust is not None:
+                key = f"mandate:{mandate.jti}"
+                bucket = Bucket(period_key(mandate.terms.cap_period, now), "*", None)
+                store = self.mandates.trust
+                undo.append(lambda: store.refund(key, [bucket], amount))
+        elif self.require_mandate:
+            raise TrustError(w.ERR_MANDATE_INVALID, f"this resource requires an {w.MANDATE_HEADER} header")
+
+        if self.budgets is not None:
+            approval = _headers(scope, w.APPROVAL_HEADER)
+            try:
+                charged: Charged = await self.budgets.charge(client_id or payer, payee, amount,
+                                                             approval_id=approval[0].strip() if approval else None,
+                                                             resource=path[:500])
+            except TrustError:
+                for release in undo:
+                    await release()
+                raise
+            budgets = self.budgets
+            undo.append(lambda: budgets.refund(charged))
+
+        if not undo:
+            return None
+
+        async def release_all() -> None:
+            for release in undo:
+                await release()
+
+        return release_all

@@ -1,0 +1,147 @@
+"""Trust checks at the x402 paywall, paid by our agent SDK against the ledger facilitator double (real EIP-3009
+signatures): budgets (within → paid; over → approval; approved → paid once; denied → refused), mandates
+(covered → paid and counted; outside/forged → refused before /verify), kill switch on the payer, attestations,
+and what a failed payment counted is given back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from authgate.approvals import ApprovalService
+from authgate.clock import FrozenClock
+from authgate.crypto.keys import KeyRing
+from authgate.store import Store
+from authgate.trust import mandates, wire
+from authgate.trust.attestations import Requirement, issue_attestation
+from authgate.trust.budgets import BudgetGuard
+from authgate.trust.issuers import TrustedIssuers
+from authgate.trust.killswitch import KillSwitch
+from authgate.trust.mandates import MandateVerifier, Terms
+from authgate.trust.paywall import PaymentTrustGuard
+from authgate.trust.periods import period_key
+from authgate.trust.store import TrustStore
+from tests.x402.test_paywall import PAYEE, LedgerFacilitator, agent, client, make_app, payer_wallet
+
+from .conftest import ISSUER
+
+PRICE = 10_000  # "$0.01" in USDC atomic units
+
+
+def _app(fac: LedgerFacilitator, guard: PaymentTrustGuard) -> FastAPI:
+    app, paywall, _ = make_app(fac)
+    paywall.guard = guard
+    return app
+
+
+@pytest.fixture
+def approvals(store: Store, clock: FrozenClock) -> ApprovalService:
+    return ApprovalService(store, clock)
+
+
+def _err(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code == 403, (r.status_code, r.text)
+    return dict(r.json())
+
+
+async def test_budget_within_over_approved_denied(trust: TrustStore, clock: FrozenClock,
+                                                  approvals: ApprovalService) -> None:
+    fac = LedgerFacilitator()
+    wallet = payer_wallet(fac)
+    payer = wallet.address.lower()
+    await trust.set_budget(payer, per_day=2 * PRICE, approver="alice")
+    guard = PaymentTrustGuard(trust, clock, budgets=BudgetGuard(trust, clock, approvals))
+    async with client(_app(fac, guard), agent(wallet)) as http:
+        assert (await http.get("/weather")).status_code == 200
+        assert (await http.get("/weather")).status_code == 200
+        verifies = fac.verify_calls
+        over = _err(await http.get("/weather"))
+        assert over["error"] == wire.ERR_BUDGET_PENDING and fac.verify_calls == verifies
+        request = await approvals.get(over["approval_id"])
+        assert request is not None and request.subject == "alice" and request.kind == "budget"
+        await approvals.decide(over["approval_id"], True, by="alice", channel="web")
+        again = {wire.APPROVAL_HEADER: over["approval_id"]}
+        assert (await http.get("/weather", headers=again)).status_code == 200
+        assert _err(await http.get("/weather", headers=again))["error"] == wire.ERR_BUDGET_EXCEEDED  # used once
+        second = _err(await http.get("/weather"))
+        await approvals.decide(second["approval_id"], False, by="alice", channel="web")
+        denied = _err(await http.get("/weather", headers={wire.APPROVAL_HEADER: second["approval_id"]}))
+        assert denied["error"] == wire.ERR_BUDGET_DENIED
+    assert fac.settle_calls == 3
+    assert await trust.spent(payer, period_key("day", clock.now())) == 3 * PRICE
+
+
+async def test_failed_payment_is_not_counted(trust: TrustStore, clock: FrozenClock) -> None:
+    fac = LedgerFacilitator()
+    wallet = payer_wallet(fac, balance=5)  # too poor: /verify refuses
+    guard = PaymentTrustGuard(trust, clock, budgets=BudgetGuard(trust, clock))
+    async with client(_app(fac, guard)) as http:
+        from tests.x402.test_paywall import required_of, signed_header
+
+        (offer,) = required_of(await http.get("/weather")).accepts
+        r = await http.get("/weather", headers={"PAYMENT-SIGNATURE": signed_header(wallet, offer)})
+    assert r.status_code == 402 and fac.verify_calls == 1
+    assert await trust.spent(wallet.address.lower(), period_key("day", clock.now())) == 0
+
+
+async def test_mandate_at_the_paywall(trust: TrustStore, clock: FrozenClock, keys: KeyRing,
+                                      issuers: TrustedIssuers) -> None:
+    fac = LedgerFacilitator()
+    wallet = payer_wallet(fac)
+    verifier = MandateVerifier(issuers, revoked=mandates.store_revocations(trust), trust=trust)
+    guard = PaymentTrustGuard(trust, clock, mandates=verifier, require_mandate=True)
+
+    async def mandate(**terms: Any) -> tuple[str, str]:
+        t = {"routes": ("GET /weather",), "payees": (PAYEE,), "cap_amount": 2 * PRICE, **terms}
+        token, row = await mandates.issue(keys, trust, issuer=ISSUER, subject="alice", agent=wallet.address,
+                                          terms=Terms(**t))
+        return token, row.jti
+
+    good, jti = await mandate()
+    async with client(_app(fac, guard), agent(wallet)) as http:
+        assert _err(await http.get("/weather"))["error"] == wire.ERR_MANDATE_INVALID  # required, absent
+        assert (await http.get("/weather", headers={wire.MANDATE_HEADER: good})).status_code == 200
+        assert await trust.spent(f"mandate:{jti}", period_key("day", clock.now())) == PRICE
+        for terms, code in (({"routes": ("GET /other",)}, wire.ERR_MANDATE_ROUTE),
+                            ({"payees": ("0x" + "99" * 20,)}, wire.ERR_MANDATE_PAYEE),
+                            ({"cap_amount": PRICE - 1}, wire.ERR_MANDATE_AMOUNT)):
+            token, _ = await mandate(**terms)
+            assert _err(await http.get("/weather", headers={wire.MANDATE_HEADER: token}))["error"] == code
+        assert (await http.get("/weather", headers={wire.MANDATE_HEADER: good})).status_code == 200
+        capped = _err(await http.get("/weather", headers={wire.MANDATE_HEADER: good}))
+        assert capped["error"] == wire.ERR_MANDATE_AMOUNT  # 2 payments per day
+        revoked, revoked_jti = await mandate()
+        await trust.revoke_mandate(revoked_jti)
+        assert _err(await http.get("/weather", headers={wire.MANDATE_HEADER: revoked}))["error"] == \
+            wire.ERR_MANDATE_REVOKED
+        forged = good[:-8] + ("AAAAAAAA" if not good.endswith("AAAAAAAA") else "BBBBBBBB")
+        assert _err(await http.get("/weather", headers={wire.MANDATE_HEADER: forged}))["error"] == \
+            wire.ERR_MANDATE_UNTRUSTED
+    assert fac.settle_calls == 2 and fac.verify_calls == 2
+
+
+async def test_killed_payer_and_attestations(trust: TrustStore, clock: FrozenClock, keys: KeyRing,
+                                             issuers: TrustedIssuers) -> None:
+    fac = LedgerFacilitator()
+    wallet = payer_wallet(fac)
+    switch = KillSwitch(trust)
+    guard = PaymentTrustGuard(trust, clock, killswitch=switch, issuers=issuers,
+                              attestations={"/weather": Requirement({"verified_adult": True})})
+    attestation = await issue_attestation(keys, issuer=ISSUER, agent=wallet.address,
+                                          claims={"verified_adult": True}, ttl=600, now=int(clock.now()))
+    other = await issue_attestation(keys, issuer=ISSUER, agent="0x" + "11" * 20, claims={"verified_adult": True},
+                                    ttl=600, now=int(clock.now()))
+    with_att = {wire.ATTESTATION_HEADER: attestation}
+    async with client(_app(fac, guard), agent(wallet)) as http:
+        assert _err(await http.get("/weather"))["error"] == wire.ERR_ATTESTATION_MISSING
+        assert _err(await http.get("/weather", headers={wire.ATTESTATION_HEADER: other}))["error"] == \
+            wire.ERR_ATTESTATION_SUBJECT
+        assert (await http.get("/weather", headers=with_att)).status_code == 200
+        await switch.kill("agent", wallet.address)
+        assert _err(await http.get("/weather", headers=with_att))["error"] == wire.ERR_KILLED
+        await switch.revive("agent", wallet.address)
+        assert (await http.get("/weather", headers=with_att)).status_code == 200
+    assert fac.settle_calls == 2
