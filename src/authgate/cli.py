@@ -574,6 +574,12 @@ def cmd_trust(args: argparse.Namespace) -> int:
     return asyncio.run(trust_cli.run(args, _settings(args)))
 
 
+def cmd_admins(args: argparse.Namespace) -> int:
+    from authgate.dashboard import cli as admins_cli
+
+    return asyncio.run(admins_cli.run(args, _settings(args)))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from authgate.demo.run import main as demo_main
 
@@ -614,6 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the demo keep its servers up (Ctrl-C stops) and make an operator account for the "
                         "dashboard")
     p.set_defaults(func=cmd_demo)
+
+    from authgate.dashboard.cli import add_parser as add_admins_parser
+
+    add_admins_parser(sub, _server_args).set_defaults(func=cmd_admins)
 
     p = sub.add_parser("users", help="manage resource owners who can sign in and consent")
     _server_args(p)
