@@ -41,9 +41,9 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
     store = await Store.open(settings.sqlalchemy_url)
     try:
         if args.action == "list":
-            for user in await store.list_users():
-                if user.is_admin:
-                    print(f"{user.username}\t{user.subject}")
+            for each in await store.list_users():
+                if each.is_admin:
+                    print(f"{each.username}\t{each.subject}")
             return 0
         name = args.username[:255]
         user = await store.get_user_by_name(name)
