@@ -40,6 +40,7 @@ from authgate.ops.metrics import Metrics
 from authgate.ratelimit import RateLimiter
 from authgate.shared.client import SharedRedis
 from authgate.store import Store
+from authgate.trust import web as trust_web
 
 if TYPE_CHECKING:
     from authgate.agentauth.replay import ReplayCache
@@ -164,6 +165,7 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         *introspection.routes(ctx),
         *dcr_endpoints.routes(ctx),
         *approvals_web.routes(ctx),
+        *trust_web.routes(ctx),
         *ops_http.routes(ctx),
         *agentauth_routes(ctx),
         *dashboard.routes(ctx),
