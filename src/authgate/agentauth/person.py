@@ -94,6 +94,8 @@ async def _own_agent(srv: AgentAuthServer, caller: Caller) -> AgentRecord:
     agent = await srv.ctx.store.agentauth.get_agent(caller.claims["sub"])
     if agent is None or not agent.active:
         raise Problem(403, wire.E_USER_UNREACHABLE, "the agent is not enrolled here")
+    if await srv.ctx.killswitch.killed(agents=[agent.agent_id], users=[agent.owner]):
+        raise Problem(403, wire.E_DENIED, "the agent is disabled by the kill switch")
     return agent
 
 

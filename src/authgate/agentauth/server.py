@@ -58,7 +58,8 @@ class AgentAuthServer:
 
     async def is_revoked(self, iss: str, jti: str) -> bool:
         """Only tokens we issued can be known revoked here."""
-        return iss == self.issuer and await self.ctx.store.agentauth.token_revoked(jti)
+        return iss == self.issuer and (await self.ctx.store.agentauth.token_revoked(jti)
+                                       or await self.ctx.killswitch.agentauth_token_killed(jti))
 
     async def pairwise_sub(self, person: str, resource: str) -> str:
         """Directed ``sub`` (profile §17.14): HMAC(secret, person ‖ resource); stable across agents and keys."""

@@ -46,6 +46,14 @@ class KillSwitch:
                     return f"{kind}:{ident}"
         return None
 
+    async def agentauth_token_killed(self, jti: str) -> bool:
+        """True if an Agent Auth token we issued belongs to a killed agent or person (no query while the kill
+        list is empty)."""
+        if not await self._current():
+            return False
+        owner = await self.trust.agentauth_token_owner(jti)
+        return owner is not None and await self.killed(agents=[owner[0]], users=[owner[1]]) is not None
+
     async def check(self, *, agents: Iterable[str | None] = (), clients: Iterable[str | None] = (),
                     users: Iterable[str | None] = ()) -> None:
         """Raise TrustError(agent_disabled) if any identity is on the kill list."""

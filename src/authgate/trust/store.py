@@ -293,6 +293,13 @@ class TrustStore:
                 detail={"kind": kind, "ident": ident}))
         return True
 
+    async def agentauth_token_owner(self, jti: str) -> tuple[str, str | None] | None:
+        """(agent id, person) of an Agent Auth token this server issued, for the kill switch."""
+        c = t.agentauth_tokens.c
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(c.agent_id, c.subject).where(c.jti == jti))).first()
+        return (str(row[0]), row[1]) if row else None
+
     async def kills(self) -> list[KillRow]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(sa.select(t.trust_kills).order_by(t.trust_kills.c.killed_at))
