@@ -110,6 +110,12 @@ class Cluster:
                 raise AssertionError(f"server {i} did not start: {self.outputs[i] if self.outputs else ''}")
             time.sleep(0.2)
 
+    def restart(self, i: int, timeout: float = 60) -> None:
+        """Start process ``i`` again on its port (after it died or was killed)."""
+        self.procs[i].communicate(timeout=30)
+        self.procs[i] = self._spawn(self.ports[i])
+        self._wait(i, timeout)
+
     def stop(self) -> list[str]:
         """SIGTERM every process and collect its output (graceful shutdown)."""
         for proc in self.procs:
