@@ -94,6 +94,10 @@ async def live_grants(store: Store, now: int, subject: str | None = None) -> lis
              .where(c.kind.in_(("access_token", "refresh_token")), c.revoked_at.is_(None),
                     c.consumed_at.is_(None), c.expires_at > now, c.grant_id.is_not(None))
              .order_by(c.created_at.desc()).limit(GRANT_ROW_CAP))
+    if subject is not None:
+        # In SQL (json_extract on SQLite, ->> on PostgreSQL), so one person's grants are never cut off by the
+        # row cap; the payload is checked again below.
+        query = query.where(c.payload["sub"].as_string() == subject)
     async with store.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     grants: dict[str, OAuthGrant] = {}
