@@ -15,12 +15,21 @@ with the clock's time, as a real chain producing blocks every second or two woul
 strictly increase, so a burst of N transactions within one second runs the chain up to N seconds ahead of the
 clock; settle in bursts of at most a few dozen, or keep ``maxTimeoutSeconds`` comfortably above that.
 
+Reads: ``eth_call`` at ``latest`` (what a facilitator's simulation and view calls use) runs on py-evm directly
+(:class:`_Reader`) instead of web3 → EthereumTesterProvider → eth-tester, which rebuilt the VM and a cold state
+(every account and storage slot read back through the trie) for each call. The reader keeps one state per head
+block, executes each call in a snapshot that is reverted, and builds the very transaction eth-tester would
+(sender default, gas = what is left in the pending block, 1 gwei fees, the sender's nonce), so the EVM runs the
+same code against the same state: same output, same revert payloads, same JSON-RPC errors. Anything outside that
+common shape (fee fields, other block tags, a transaction py-evm refuses) takes the eth-tester path as before.
+
 Not thread-safe by itself: every public method takes the node's lock.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import re
 import threading
@@ -108,6 +117,75 @@ def to_wire(value: Any) -> Any:
     return str(value)
 
 
+_ZERO_ADDRESS = "0x" + "00" * 20
+#: eth-tester's fees for an ``eth_call`` that names none (``PyEVMBackend._normalize_transaction``).
+_CALL_FEE = 10**9
+#: ``eth_call`` fields the fast reader understands; any other field takes the eth-tester path.
+_CALL_FIELDS = frozenset({"from", "to", "data", "input", "gas", "value"})
+
+
+class _Reader:
+    """``eth_call`` on py-evm directly, against a state kept warm for one head block (see the module docstring).
+
+    py-evm journals every change a call makes, including EIP-2929's warm/cold access sets, so reverting the
+    snapshot leaves the state exactly as the head block left it; the state's caches (decoded accounts, storage,
+    trie nodes) survive, which is what makes the next call cheap. A new head (transaction, tick) replaces it."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self._key: tuple[int, bytes] | None = None
+        self._state: Any = None
+        self._builder: Any = None
+
+    def _warm(self) -> Any:
+        chain = self._backend.chain
+        pending = chain.header
+        key = (pending.block_number, pending.parent_hash)
+        if key != self._key:
+            # eth-tester's "latest": the canonical block just below the pending one, with its own VM and context.
+            latest = chain.get_canonical_block_header_by_number(max(0, pending.block_number - 1))
+            vm = chain.get_vm(at_header=latest)
+            self._state, self._builder, self._key = vm.state, vm.get_transaction_builder(), key
+        return self._state
+
+    def call(self, sender: bytes, to: bytes, data: bytes, value: int, gas: int | None) -> Any:
+        """The py-evm computation of the call (its ``is_error``/``output``/``_error``); state unchanged."""
+        from eth_tester.backends.pyevm.main import EVMSpoofTransaction
+
+        state = self._warm()
+        if gas is None:
+            pending = self._backend.chain.header
+            gas = pending.gas_limit - pending.gas_used
+        unsigned = self._builder.new_unsigned_dynamic_fee_transaction(
+            chain_id=self._backend.chain.chain_id, nonce=state.get_nonce(sender), max_priority_fee_per_gas=_CALL_FEE,
+            max_fee_per_gas=_CALL_FEE, gas=gas, to=to, value=value, data=data, access_list=())
+        transaction = EVMSpoofTransaction(unsigned, from_=sender)
+        snapshot = state.snapshot()
+        try:
+            executor = state.get_transaction_executor()
+            executor.validate_transaction(transaction)
+            message = executor.build_evm_message(transaction)
+            # Not finalize_computation: refunds and the coinbase's fee change no output, and are reverted anyway.
+            return executor.build_computation(message, transaction)
+        finally:
+            state.revert(snapshot)
+
+
+def _call_failure(computation: Any) -> RpcError:
+    """The JSON-RPC error eth-tester's path gives for a failed call: its message, through :func:`_rpc_error`."""
+    from eth.exceptions import Revert
+    from eth_abi.exceptions import DecodingError
+    from eth_tester.exceptions import TransactionFailed
+
+    error = computation._error
+    message = str(error)
+    if isinstance(error, Revert) and error.args and isinstance(error.args[0], bytes) \
+            and error.args[0][:4] == contract.ERROR_STRING:
+        with contextlib.suppress(DecodingError, ValueError, OverflowError):  # undecodable: the raw error text
+            message = contract.decode_string(error.args[0][4:])
+    return _rpc_error(TransactionFailed(message))
+
+
 class LocalNode:
     """The embedded chain: eth-tester with TestUSDC deployed and the facilitator funded."""
 
@@ -131,6 +209,9 @@ class LocalNode:
         # No web3 middleware of its own: only the provider's formatters (wire names <-> eth-tester names).
         self._w3 = Web3(self._provider, middleware=[])
         self._send = self._provider.request_func(self._w3, self._w3.middleware_onion)
+        self._reader = _Reader(self._backend)
+        #: Calls answered by the fast reader, and by the eth-tester path (tests check which path ran).
+        self.fast_calls = 0
         self._deployer = Account.from_key(localchain.DEPLOYER_KEY)
         receipt = self._own_transaction(None, contract.deploy_data(localchain.TOKEN_NAME, localchain.TOKEN_VERSION),
                                         gas=3_000_000)
@@ -159,9 +240,13 @@ class LocalNode:
             if method in ("eth_call", "eth_estimateGas", "eth_sendRawTransaction", "eth_blockNumber",
                           "eth_getBlockByNumber"):
                 self._tick()
+            if method == "eth_call":
+                fast = self._fast_call(params)
+                if fast is not None:
+                    return fast
             if method in ("eth_call", "eth_estimateGas") and params and isinstance(params[0], dict):
                 # eth-tester insists on a sender; nodes default it to the zero address.
-                params = [{"from": "0x" + "00" * 20, **params[0]}, *params[1:]]
+                params = [{"from": _ZERO_ADDRESS, **params[0]}, *params[1:]]
             try:
                 response = self._send(method, params)
             except Exception as exc:  # eth-tester raises for reverts and for malformed input alike
@@ -170,6 +255,56 @@ class LocalNode:
             error = response["error"]
             raise RpcError(int(error.get("code", -32000)), str(error.get("message", "error"))[:500])
         return _conform(method, params, to_wire(response.get("result")))
+
+    def call(self, to: str, data: bytes, *, sender: str | None = None) -> bytes:
+        """``eth_call`` at ``latest`` without the JSON-RPC wire format (the embedded chain's own reads): the
+        return data, or :class:`RpcError` exactly as :meth:`request` would raise it."""
+        with self._lock:
+            self._tick()
+            computation = self._execute(to_canonical_address(sender or _ZERO_ADDRESS), to_canonical_address(to),
+                                        data, 0, None)
+            if computation is None:  # py-evm refused the transaction itself: eth-tester's answer and error
+                tx = {"from": sender or _ZERO_ADDRESS, "to": to, "data": "0x" + data.hex()}
+                return bytes.fromhex(str(self.request("eth_call", [tx, "latest"]))[2:])
+        if computation.is_error:
+            raise _call_failure(computation)
+        return bytes(computation.output)
+
+    def _fast_call(self, params: list[Any]) -> str | None:
+        """``eth_call`` by the fast reader when the request has the common shape; None: use eth-tester."""
+        if len(params) != 2 or not isinstance(params[0], dict) or params[1] != "latest" \
+                or not set(params[0]) <= _CALL_FIELDS:
+            return None
+        tx = params[0]
+        try:
+            sender = to_canonical_address(tx.get("from") or _ZERO_ADDRESS)
+            to = to_canonical_address(tx["to"])
+            raw = tx.get("data", tx.get("input", "0x"))
+            if "data" in tx and "input" in tx and tx["data"] != tx["input"]:
+                return None
+            if not isinstance(raw, str) or not raw.startswith("0x"):
+                return None
+            data = bytes.fromhex(raw[2:])
+            value = int(tx.get("value", "0x0"), 16)
+            gas = int(tx["gas"], 16) if "gas" in tx else None
+        except (KeyError, TypeError, ValueError):
+            return None
+        computation = self._execute(sender, to, data, value, gas)
+        if computation is None:
+            return None
+        if computation.is_error:
+            raise _call_failure(computation)
+        return "0x" + bytes(computation.output).hex()
+
+    def _execute(self, sender: bytes, to: bytes, data: bytes, value: int, gas: int | None) -> Any:
+        """The computation, or None when py-evm refused the transaction (let eth-tester word that error)."""
+        try:
+            computation = self._reader.call(sender, to, data, value, gas)
+        except Exception as exc:  # a validation error (funds, gas limit, ...): not an EVM outcome
+            log.debug("fast eth_call refused (%s); using eth-tester", type(exc).__name__)
+            return None
+        self.fast_calls += 1
+        return computation
 
     def handle(self, payload: Any) -> Any:
         """A decoded JSON-RPC request object or batch in, the response object(s) out (None for notifications)."""
