@@ -35,7 +35,7 @@ async def test_valid_attestations_let_in(keys: KeyRing, issuers: TrustedIssuers,
     a = await _att(keys, clock, {"kyc": "passed"})
     b = await _att(keys, clock, {"verified_adult": True, "employee_of": "example.com"})
     tokens = split_header([f"{a}, {b}"])
-    merged = check_attestations(tokens, KYC, agent=["0xpayer", "AGENT-1"], issuers=issuers, now=int(clock.now()))
+    merged = check_attestations(tokens, KYC, agent=["0xpayer", "agent-1"], issuers=issuers, now=int(clock.now()))
     assert merged["employee_of"] == "example.com"
     check_attestations([b], Requirement({"employee_of": "example.com"}, frozenset({ISSUER})), agent="agent-1",
                        issuers=issuers, now=int(clock.now()))
@@ -50,6 +50,7 @@ async def test_refusals(keys: KeyRing, issuers: TrustedIssuers, clock: FrozenClo
     assert _refused([await _att(keys, clock, {"kyc": "passed", "verified_adult": False})], issuers,
                     clock) == wire.ERR_ATTESTATION_CLAIM
     assert _refused([good], issuers, clock, agent="agent-2") == wire.ERR_ATTESTATION_SUBJECT
+    assert _refused([good], issuers, clock, agent="AGENT-1") == wire.ERR_ATTESTATION_SUBJECT  # ids are exact
     assert _refused([good], issuers, clock, req=Requirement(KYC.claims, frozenset({"https://hr.example"}))
                     ) == wire.ERR_ATTESTATION_UNTRUSTED
     assert _refused([good], TrustedIssuers({}), clock) == wire.ERR_ATTESTATION_UNTRUSTED

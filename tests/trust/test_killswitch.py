@@ -26,6 +26,7 @@ async def test_kill_is_seen_by_another_cache_on_the_next_check(trust: TrustStore
     await mine.kill("agent", "0xABCdef")
     assert await theirs.killed(clients=["c1"]) == "client:c1"
     assert await theirs.killed(users=[None, "u1"]) == "user:u1"
+    assert await theirs.killed(users=["U1"]) is None  # only payer addresses ignore case
     assert await theirs.killed(agents=["0xabcDEF"]) == "agent:0xabcDEF"
     assert await theirs.killed(agents=["c1"], users=["a1"]) is None  # kinds do not mix
     assert await mine.revive("agent", "a1")

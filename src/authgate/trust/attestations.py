@@ -18,7 +18,7 @@ from typing import Any
 from authgate.crypto.keys import KeyRing
 from authgate.trust import wire as w
 from authgate.trust.errors import TrustError
-from authgate.trust.issuers import TrustedIssuers
+from authgate.trust.issuers import TrustedIssuers, same_agent
 
 _ERRORS = {"invalid": w.ERR_ATTESTATION_INVALID, "untrusted": w.ERR_ATTESTATION_UNTRUSTED,
            "expired": w.ERR_ATTESTATION_EXPIRED}
@@ -66,7 +66,7 @@ def check_attestations(tokens: Sequence[str], requirement: Requirement, *, agent
             raise TrustError(w.ERR_ATTESTATION_UNTRUSTED, "issuer is not accepted for this route")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not any(
-                isinstance(a, str) and secrets.compare_digest(a.lower(), sub.lower()) for a in agents):
+                isinstance(a, str) and same_agent(a, sub) for a in agents):
             raise TrustError(w.ERR_ATTESTATION_SUBJECT, "the attestation is about another subject")
         body = claims.get(w.CLAIM_CLAIMS)
         if not isinstance(body, dict):

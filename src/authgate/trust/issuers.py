@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,14 @@ from authgate.trust.wire import MAX_JWT
 
 ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256")
 Key = ECKey | OKPKey | RSAKey
+
+
+def same_agent(a: str, b: str) -> bool:
+    """Identifier equality in constant time; payer addresses (0x…) compare case-insensitively (EIP-55 case
+    is a checksum, not identity)."""
+    if a.startswith(("0x", "0X")) and b.startswith(("0x", "0X")):
+        a, b = a.lower(), b.lower()
+    return secrets.compare_digest(a.encode(), b.encode())
 
 
 def _b64(part: str) -> bytes:

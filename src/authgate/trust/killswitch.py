@@ -42,7 +42,7 @@ class KillSwitch:
             return None
         for kind, idents in ((w.KILL_AGENT, agents), (w.KILL_CLIENT, clients), (w.KILL_USER, users)):
             for ident in idents:
-                if ident and ((kind, ident) in listed or (kind, ident.lower()) in listed):
+                if ident and ((kind, ident) in listed or (ident.startswith("0x") and (kind, ident.lower()) in listed)):
                     return f"{kind}:{ident}"
         return None
 

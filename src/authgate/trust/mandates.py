@@ -18,7 +18,7 @@ from typing import Any
 from authgate.crypto.keys import KeyRing
 from authgate.trust import wire as w
 from authgate.trust.errors import TrustError
-from authgate.trust.issuers import TrustedIssuers
+from authgate.trust.issuers import TrustedIssuers, same_agent
 from authgate.trust.periods import period_key
 from authgate.trust.store import MAX_AMOUNT, Bucket, MandateRow, TrustStore
 
@@ -157,7 +157,7 @@ class MandateVerifier:
         except ValueError as exc:
             raise TrustError(w.ERR_MANDATE_INVALID, str(exc)) from None
         agents = [agent] if isinstance(agent, str) else list(agent or [])
-        if not any(isinstance(a, str) and secrets.compare_digest(a.lower(), str(bound).lower()) for a in agents):
+        if not any(isinstance(a, str) and same_agent(a, str(bound)) for a in agents):
             raise TrustError(w.ERR_MANDATE_AGENT, "the mandate was issued to another agent")
         if self.revoked is not None and await self.revoked(str(jti)):
             raise TrustError(w.ERR_MANDATE_REVOKED, "the mandate was revoked by its person")
