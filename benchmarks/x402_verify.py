@@ -21,7 +21,11 @@ Two passes:
    signature recovery, ABI encoding, RPC formatting. This is the cost a facilitator adds on top of a (remote)
    node, and the figure the >= 3x target is about.
 
-Run: ``.venv/bin/python benchmarks/x402_verify.py [payments] [rounds]``.
+Reads: the embedded node answers ``eth_call`` with its py-evm reader (a state kept warm per block) for both
+facilitators; ours calls it with bytes, the SDK's web3 over JSON-RPC. ``--eth-tester-reads`` sends every read of
+both through the older web3 → EthereumTesterProvider → eth-tester path instead, to measure what the reader buys.
+
+Run: ``.venv/bin/python benchmarks/x402_verify.py [payments] [rounds] [--eth-tester-reads]``.
 """
 
 from __future__ import annotations
@@ -73,10 +77,13 @@ class InProcessProvider(JSONBaseProvider):
 class ReplayNode:
     """The node's answers, recorded once and then replayed without executing anything."""
 
-    def __init__(self, node: LocalNode) -> None:
+    def __init__(self, node: LocalNode, *, eth_tester_reads: bool = False) -> None:
         self.node = node
         self.answers: dict[str, Any] = {}
         self.replaying = False
+        self.eth_tester_reads = eth_tester_reads
+        if eth_tester_reads:
+            node._fast_call = lambda params: None  # type: ignore[method-assign]
 
     def __getattr__(self, name: str) -> Any:  # mint and friends go to the real node
         return getattr(self.node, name)
@@ -88,7 +95,12 @@ class ReplayNode:
             answer = self.answers[key]
         else:
             try:
-                answer = self.answers[key] = self.node.call(to, data, sender=sender)
+                if self.eth_tester_reads:
+                    tx = {"from": sender or "0x" + "00" * 20, "to": to, "data": "0x" + data.hex()}
+                    answer = bytes.fromhex(str(self.node.request("eth_call", [tx, "latest"]))[2:])
+                else:
+                    answer = self.node.call(to, data, sender=sender)
+                self.answers[key] = answer
             except RpcError as exc:
                 answer = self.answers[key] = exc
         if isinstance(answer, RpcError):
@@ -122,12 +134,13 @@ def sdk_facilitator(node: Any) -> Any:
     return fac
 
 
-async def main(n: int, rounds: int) -> None:
+async def main(n: int, rounds: int, eth_tester_reads: bool = False) -> None:
     assert isinstance(get_backend(), CoinCurveECCBackend), "coincurve backend required"
     chain = EmbeddedChain()
-    replay = ReplayNode(chain.node)
+    replay = ReplayNode(chain.node, eth_tester_reads=eth_tester_reads)
     chain.node = replay  # type: ignore[assignment]  # both facilitators read the chain through the recorder
-    print(f"x402 /verify throughput, in-process (no HTTP), embedded chain; {n} payments, {rounds} rounds")
+    print(f"x402 /verify throughput, in-process (no HTTP), embedded chain; {n} payments, {rounds} rounds; reads: "
+          + ("eth-tester (--eth-tester-reads)" if eth_tester_reads else "py-evm reader"))
     print(f"python {platform.python_version()} on {platform.machine()} ({os.cpu_count()} cpus), "
           f"{platform.platform()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,6 +192,8 @@ async def main(n: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    passes = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    asyncio.run(main(count, passes))
+    flags = {a for a in sys.argv[1:] if a.startswith("--")}
+    numbers = [a for a in sys.argv[1:] if not a.startswith("--")]
+    count = int(numbers[0]) if numbers else 200
+    passes = int(numbers[1]) if len(numbers) > 1 else 3
+    asyncio.run(main(count, passes, eth_tester_reads="--eth-tester-reads" in flags))
