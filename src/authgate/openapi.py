@@ -211,6 +211,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                                    "404": _html("unusable link"), "410": _html("unusable link"),
                                    "413": _html("form too large"), "429": _html("too many attempts")}}},
     }
+    if not settings.approvals_link_requires_code:  # links open with GET; the code form is not served
+        paths["/approvals/link/{token}"]["post"]["responses"] = {"405": _html("links open with GET here")}
     if settings.metrics_enabled:
         paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "responses": {
             "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": _STRING}}},

@@ -180,7 +180,8 @@ async def test_mail_arrives_and_its_link_leads_to_the_signed_in_page(
     replay = await http.get(_path(link))
     assert replay.status_code == 410 and "already used" in replay.text
     _assert_page_headers(replay)
-    assert (await http.post(_path(link), data={"code": "000000", "decision": "approve"})).status_code == 405
+    refused = await http.post(_path(link), data={"code": "000000", "decision": "approve"})
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET"
     events = [e["event"] for e in await ctx.store.audit_events()]
     assert "approval.delivered" in events
 

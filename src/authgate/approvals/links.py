@@ -201,7 +201,9 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     async def submit(request: Request) -> Response:
         token = request.path_params["token"]
         if not s.approvals_link_requires_code:
-            return _refused("Decisions are made on the request page after signing in.", 405)
+            refused = _refused("Decisions are made on the request page after signing in.", 405)
+            refused.headers["Allow"] = "GET"  # RFC 9110 §15.5.6: a 405 names the methods that work
+            return refused
         try:
             form = await read_form(request)
         except OAuthError:
