@@ -21,6 +21,7 @@ carries ``Cache-Control: no-store``.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
@@ -44,7 +45,7 @@ from authgate.errors import (
     TooManyRequests,
 )
 from authgate.httputil import json_response, oauth_endpoint, read_json_object
-from authgate.store.repository import ClientRecord
+from authgate.store.repository import AuditEntry, ClientRecord
 
 MAX_REGISTRATION_BYTES = 32 * 1024
 CLIENT_ID_BYTES = 18  # 144 bits, 24 URL-safe characters: opaque, never an https:// URL
@@ -63,9 +64,26 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     ]
 
 
+#: How long a process trusts its count of stored clients (the max_clients cap) before counting again.
+COUNT_TTL = 5.0
+
+
 class RegistrationEndpoints:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
+        self._count: tuple[int, float] = (0, float("-inf"))
+
+    async def _client_count(self) -> int:
+        """Stored clients, counted at most every COUNT_TTL seconds (a full count per registration would grow
+        with the table) and kept up to date with this process's own registrations in between. max_clients is
+        a cap against storage abuse, so registrations by other processes in those seconds may overshoot it
+        slightly; it is never exceeded by more than they registered in COUNT_TTL."""
+        count, at = self._count
+        now = time.monotonic()
+        if now - at >= COUNT_TTL:
+            count = await self.ctx.store.count_clients()
+            self._count = (count, now)
+        return count
 
     # -- RFC 7591 ------------------------------------------------------------------------------------
 
@@ -97,7 +115,7 @@ class RegistrationEndpoints:
                 await ctx.store.audit("client.registration_repeated", client_id=existing.client_id)
                 return json_response(self._information(existing), 201)
 
-        if await ctx.store.count_clients() >= ctx.settings.max_clients:
+        if await self._client_count() >= ctx.settings.max_clients:
             ctx.log.warning("client registration refused: max_clients (%d) reached", ctx.settings.max_clients)
             raise AccessDenied("the server accepts no more client registrations")
         if access is not None:
@@ -117,9 +135,9 @@ class RegistrationEndpoints:
             issued_at=now,
             updated_at=now,
         )
-        await ctx.store.create_client(record)
-        await ctx.store.audit("client.registered", client_id=record.client_id, **_audit_detail(metadata),
-                              registration=mode)
+        await ctx.store.create_client(record, AuditEntry("client.registered", record.client_id, None,
+                                                         {**_audit_detail(metadata), "registration": mode}))
+        self._count = (self._count[0] + 1, self._count[1])
         ctx.log.info("registered client %s (%s)", record.client_id, metadata["token_endpoint_auth_method"])
         return json_response(self._information(record, secret=secret, rat=rat), 201)
 

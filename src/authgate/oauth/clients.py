@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 
 from authgate.config import is_loopback_host
 from authgate.store import Store
+from authgate.store.counters import CLIENTS
 
 ClientSource = Literal["registered", "metadata_document"]
 
@@ -83,24 +85,46 @@ MetadataDocumentResolver = Callable[[str], Awaitable["Client | None"]]
 
 class ClientResolver:
     """Finds the client for a ``client_id``: registered clients first, then (for https URLs) a client ID
-    metadata document, when a resolver for those is configured."""
+    metadata document, when a resolver for those is configured.
 
-    def __init__(self, store: Store, metadata_documents: MetadataDocumentResolver | None = None) -> None:
+    Registered clients are cached in memory (every token request needs its client). The cache is dropped
+    whenever the ``clients`` change counter moves, which every update, secret rotation and deletion does in its
+    own transaction, in any process; so a change is seen on the next request everywhere. Unknown ids are not
+    cached: a client registered a moment ago by another process is found at once."""
+
+    def __init__(self, store: Store, metadata_documents: MetadataDocumentResolver | None = None, *,
+                 cache_size: int = 10_000) -> None:
         self.store = store
         self.metadata_documents = metadata_documents
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Client] = OrderedDict()
+        self._version = -1
 
     async def get(self, client_id: str) -> Client | None:
         if not client_id or len(client_id) > 2048:
             return None
+        version = await self.store.counters.get(CLIENTS)
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        cached = self._cache.get(client_id)
+        if cached is not None:
+            self._cache.move_to_end(client_id)
+            return cached
         record = await self.store.get_client(client_id)
         if record is not None:
-            return Client(
+            client = Client(
                 client_id=record.client_id,
                 metadata=record.metadata,
                 secret_hash=record.secret_hash,
                 secret_expires_at=record.secret_expires_at,
                 dynamic=record.dynamic,
             )
+            if self._version == version:  # nothing changed while we read
+                self._cache[client_id] = client
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            return client
         if self.metadata_documents is not None and client_id.startswith("https://"):
             return await self.metadata_documents(client_id)
         return None

@@ -26,13 +26,16 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        from authgate.store import sqlite_inline
+
+        engine = create_async_engine(url, module=sqlite_inline.dbapi(), connect_args={"timeout": 10},
+                                       pool_size=1, max_overflow=0, pool_timeout=5)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA busy_timeout=10000")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 

@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from authgate.clock import Clock, SystemClock
 from authgate.store import tables as t
 from authgate.store.agentauth import AgentAuthRepository
+from authgate.store.counters import CLIENTS, ChangeCounters
 from authgate.store.engine import make_engine, migrate
+from authgate.store.group_commit import GroupCommit, Insert
 from authgate.store.payments import PaymentRepository
 
 
@@ -125,6 +127,10 @@ class Store:
         self.agentauth = AgentAuthRepository(self)
         #: x402 payment reservations and records (authgate.store.payments).
         self.payments = PaymentRepository(self)
+        #: Change counters behind every process's in-memory caches (authgate.store.counters).
+        self.counters = ChangeCounters(engine)
+        #: Concurrent requests' inserts share a transaction (authgate.store.group_commit).
+        self.group = GroupCommit(engine)
 
     @classmethod
     async def open(cls, url: str, clock: Clock | None = None, *, run_migrations: bool = True,
@@ -135,6 +141,7 @@ class Store:
         return cls(engine, clock)
 
     async def close(self) -> None:
+        await self.group.drain()
         await self.engine.dispose()
 
     async def ping(self) -> None:
@@ -147,9 +154,12 @@ class Store:
 
     # -- clients -------------------------------------------------------------------------------------
 
-    async def create_client(self, record: ClientRecord) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(sa.insert(t.clients).values(**record.__dict__))
+    async def create_client(self, record: ClientRecord, audit: AuditEntry | None = None) -> None:
+        """Store a new client (and its audit record, in the same transaction)."""
+        rows: list[Insert] = [(t.clients, dict(record.__dict__))]
+        if audit is not None:
+            rows.append(self._audit_row(audit))
+        await self.group.insert(rows)
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
         async with self.engine.connect() as conn:
@@ -177,11 +187,16 @@ class Store:
             query = query.where(t.clients.c.rat_hash == expected_rat_hash)
         async with self.engine.begin() as conn:
             res = await conn.execute(query.values(**values))
+            if res.rowcount:
+                await self.counters.bump(conn, CLIENTS)
         return bool(res.rowcount)
 
     async def clear_rat(self, rat_hash: str) -> None:
         async with self.engine.begin() as conn:
-            await conn.execute(sa.update(t.clients).where(t.clients.c.rat_hash == rat_hash).values(rat_hash=None))
+            res = await conn.execute(
+                sa.update(t.clients).where(t.clients.c.rat_hash == rat_hash).values(rat_hash=None))
+            if res.rowcount:
+                await self.counters.bump(conn, CLIENTS)
 
     async def delete_client(self, client_id: str) -> bool:
         """Remove the client and revoke everything issued to it, in one transaction."""
@@ -193,6 +208,8 @@ class Store:
                 .values(revoked_at=now)
             )
             res = await conn.execute(sa.delete(t.clients).where(t.clients.c.client_id == client_id))
+            if res.rowcount:
+                await self.counters.bump(conn, CLIENTS)
         return bool(res.rowcount)
 
     async def count_clients(self) -> int:
@@ -232,20 +249,21 @@ class Store:
 
     async def put_artifacts(self, items: list[NewArtifact], audit: AuditEntry | None = None) -> None:
         """Write several artefacts and their audit record in one transaction: a token response is stored
-        whole or not at all, at the cost of one commit."""
+        whole or not at all (group-committed with other requests' writes)."""
         now = self._now()
-        rows = [
-            {"id": a.id, "kind": a.kind, "client_id": a.client_id, "grant_id": a.grant_id, "payload": a.payload,
-             "created_at": now, "expires_at": now + a.ttl, "consumed_at": None, "revoked_at": None}
+        rows: list[Insert] = [
+            (t.artifacts, {"id": a.id, "kind": a.kind, "client_id": a.client_id, "grant_id": a.grant_id,
+                           "payload": a.payload, "created_at": now, "expires_at": now + a.ttl, "consumed_at": None,
+                           "revoked_at": None})
             for a in items
         ]
-        async with self.engine.begin() as conn:
-            if rows:
-                await conn.execute(sa.insert(t.artifacts), rows)
-            if audit is not None:
-                await conn.execute(sa.insert(t.audit_log).values(
-                    at=now, event=audit.event, client_id=audit.client_id, subject=audit.subject,
-                    detail=audit.detail or {}))
+        if audit is not None:
+            rows.append(self._audit_row(audit, now))
+        await self.group.insert(rows)
+
+    def _audit_row(self, audit: AuditEntry, now: int | None = None) -> Insert:
+        return (t.audit_log, {"at": self._now() if now is None else now, "event": audit.event,
+                              "client_id": audit.client_id, "subject": audit.subject, "detail": audit.detail or {}})
 
     async def get_artifact(self, id: str, kind: str | None = None) -> Artifact | None:
         """The artefact whatever its state (expired, consumed, revoked); callers decide."""
@@ -542,12 +560,7 @@ class Store:
     async def audit(self, event: str, *, client_id: str | None = None, subject: str | None = None,
                     **detail: Any) -> None:
         """Record a grant, denial or administrative change. Never pass secrets or raw PII here."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.insert(t.audit_log).values(
-                    at=self._now(), event=event, client_id=client_id, subject=subject, detail=detail
-                )
-            )
+        await self.group.insert([self._audit_row(AuditEntry(event, client_id, subject, detail))])
 
     async def audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:

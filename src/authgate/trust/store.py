@@ -248,16 +248,10 @@ class TrustStore:
     # -- kill switch ---------------------------------------------------------------------------------------
 
     async def _bump(self, conn: Any, name: str) -> None:
-        c = t.trust_versions.c
-        res = await conn.execute(sa.update(t.trust_versions).where(c.name == name).values(version=c.version + 1))
-        if not res.rowcount:  # the migration seeds both rows; this only covers a hand-made schema
-            await conn.execute(sa.insert(t.trust_versions).values(name=name, version=1))
+        await self.store.counters.bump(conn, name)
 
     async def version(self, name: str) -> int:
-        c = t.trust_versions.c
-        async with self.engine.connect() as conn:
-            value = (await conn.execute(sa.select(c.version).where(c.name == name))).scalar_one_or_none()
-        return int(value or 0)
+        return await self.store.counters.get(name)
 
     async def kill(self, kind: str, ident: str, *, by: str | None = None, reason: str | None = None) -> bool:
         """Put ``(kind, ident)`` on the kill list, deny its pending approvals, audit; False if already listed."""
