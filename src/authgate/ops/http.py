@@ -51,6 +51,9 @@ class Observed:
         self.metrics = metrics
         self._templates = templates
         self._cache: dict[int, str] | None = None
+        # prometheus_client's labels() lookup costs more than the increment: keep the children per label set
+        # (bounded: routes are templates, methods and statuses a small set)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def _route(self, scope: Scope) -> str:
         if self._cache is None:
@@ -85,8 +88,14 @@ class Observed:
             method = scope.get("method", "GET")
             if method not in _METHODS:
                 method = "OTHER"
-            self.metrics.http_requests.labels(route, method, str(status)).inc()
-            self.metrics.http_latency.labels(route, method).observe(elapsed)
+            children = self._children.get((route, method, status))
+            if children is None:
+                children = (self.metrics.http_requests.labels(route, method, str(status)),
+                            self.metrics.http_latency.labels(route, method))
+                if len(self._children) < 4096:
+                    self._children[(route, method, status)] = children
+            children[0].inc()
+            children[1].observe(elapsed)
             access_log.info("%s %s %d %.1fms", method, route, status, elapsed * 1000,
                             extra={"method": method, "route": route, "status": status,
                                    "duration_ms": round(elapsed * 1000, 2)})
