@@ -10,6 +10,8 @@ attestation copied from another agent is worthless.
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +40,13 @@ def _satisfies(value: Any, expected: Any) -> bool:
     if expected is True:
         return value is not None and value is not False and value != ""
     return bool(value == expected)
+
+
+def encode_requirement(requirement: Mapping[str, Any]) -> str:
+    """The ``Authgate-Attestation-Required`` value for a requirement's public form (``{"claims": …,
+    "issuers": […]}``): base64url, unpadded, of its compact JSON."""
+    raw = json.dumps(dict(requirement), separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def split_header(values: Iterable[str]) -> list[str]:
