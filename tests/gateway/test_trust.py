@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from authgate.agent.agentauth import AgentAuth, AgentKey
+from authgate.agent.x402 import Budget, X402PaymentAuth
 from authgate.app import build_context, create_app
 from authgate.clock import FrozenClock
 from authgate.config import Settings
@@ -63,6 +64,7 @@ ROUTES = [
     {"path": "/paid", "allow": [OFFER, {"mechanism": "oauth"}, {"mechanism": "agentauth", "need": "agent"}]},
     {"path": "/adult", "attestation": ADULT, "allow": [{"mechanism": "oauth", "scopes": ["weather:read"]},
                                                       {"mechanism": "agentauth", "need": "agent"}, OFFER]},
+    {"path": "/shop", "attestation": ADULT, "allow": [OFFER]},
 ]
 
 
@@ -373,6 +375,25 @@ async def test_route_attestations_for_every_mechanism(world: World, mechanism: s
     assert allowed.status_code == 200, allowed.text
     assert tw.ATTESTATION_HEADER.lower() not in world.upstream.seen[-1]
     assert world.fac.settle_calls == (1 if mechanism == "x402" else 0)
+
+
+@SQLITE
+async def test_the_sdk_presents_its_attestations_only_where_a_route_asks_for_them(world: World) -> None:
+    wallet = payer_wallet(world.fac)
+    attestation = await _attestation(world, wallet.address)
+    sent: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(request)
+
+    auth = X402PaymentAuth(wallet, Budget(), networks={NETWORK}, attestations=[attestation])
+    async with httpx.AsyncClient(transport=world.router, auth=auth, event_hooks={"request": [record]}) as http:
+        shop = await http.get(API + "/shop")
+        assert shop.status_code == 200, shop.text
+        assert sent[-1].headers[tw.ATTESTATION_HEADER] == attestation
+        assert (await http.get(API + "/paid")).status_code == 200
+        assert tw.ATTESTATION_HEADER not in sent[-1].headers
+    assert world.fac.settle_calls == 2
 
 
 # -- failure and configuration ----------------------------------------------------------------------------------

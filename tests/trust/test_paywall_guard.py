@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from authgate.agent.x402 import Budget, X402PaymentAuth
 from authgate.approvals import ApprovalService
 from authgate.clock import FrozenClock
 from authgate.crypto.keys import KeyRing
@@ -24,7 +25,7 @@ from authgate.trust.mandates import MandateVerifier, Terms
 from authgate.trust.paywall import PaymentTrustGuard
 from authgate.trust.periods import period_key
 from authgate.trust.store import TrustStore
-from tests.x402.test_paywall import PAYEE, LedgerFacilitator, agent, client, make_app, payer_wallet
+from tests.x402.test_paywall import NETWORK, PAYEE, LedgerFacilitator, agent, client, make_app, payer_wallet
 
 from .conftest import ISSUER
 
@@ -145,3 +146,34 @@ async def test_killed_payer_and_attestations(trust: TrustStore, clock: FrozenClo
         await switch.revive("agent", wallet.address)
         assert (await http.get("/weather", headers=with_att)).status_code == 200
     assert fac.settle_calls == 2
+
+
+async def test_the_sdk_attaches_its_mandate_and_the_paywall_counts_the_payment_against_it(
+        trust: TrustStore, clock: FrozenClock, keys: KeyRing, issuers: TrustedIssuers) -> None:
+    fac = LedgerFacilitator()
+    wallet = payer_wallet(fac)
+    verifier = MandateVerifier(issuers, revoked=mandates.store_revocations(trust), trust=trust)
+    guard = PaymentTrustGuard(trust, clock, mandates=verifier, require_mandate=True)
+    terms = Terms(("GET /weather",), (PAYEE,), 3 * PRICE)
+    token, row = await mandates.issue(keys, trust, issuer=ISSUER, subject="alice", agent=wallet.address, terms=terms)
+    elsewhere, _ = await mandates.issue(keys, trust, issuer=ISSUER, subject="alice", agent=wallet.address,
+                                        terms=Terms(("GET /weather",), ("0x" + "99" * 20,), 3 * PRICE))
+    sent: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(request)
+
+    async with client(_app(fac, guard), X402PaymentAuth(wallet, Budget(), networks={NETWORK}, mandate=token)) as http:
+        http.event_hooks["request"].append(record)
+        assert (await http.get("/weather")).status_code == 200
+    assert sent[-1].headers[wire.MANDATE_HEADER] == token
+    assert await trust.spent(f"mandate:{row.jti}", period_key("day", clock.now())) == PRICE
+    # A mandate goes only to a payee it names: this one is not sent, and the paywall that requires one refuses.
+    async with client(_app(fac, guard), X402PaymentAuth(wallet, Budget(), networks={NETWORK},
+                                                        mandate=elsewhere)) as http:
+        http.event_hooks["request"].append(record)
+        assert _err(await http.get("/weather"))["error"] == wire.ERR_MANDATE_INVALID
+    assert wire.MANDATE_HEADER not in sent[-1].headers
+    assert fac.settle_calls == 1
+    with pytest.raises(ValueError, match="not an authgate mandate"):
+        X402PaymentAuth(wallet, Budget(), networks={NETWORK}, mandate="not.a.jwt")
