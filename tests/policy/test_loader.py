@@ -198,3 +198,9 @@ def test_an_attestation_requirement_is_read_into_the_route(tmp_path: Path) -> No
     assert route.attestation == Attestation({"verified_adult": True, "kyc": "passed", "level": 2},
                                             ("https://kyc.example",))
     assert load_policy(write(tmp_path, text)).attestation_issuers() == {"https://kyc.example"}
+
+
+def test_routes_with_attestations_stay_hashable() -> None:
+    route = Route("/r", (OAuth(),), attestation=Attestation({"kyc": "passed", "level": 1}))
+    assert hash(route) == hash(Route("/r", (OAuth(),), attestation=Attestation({"level": 1, "kyc": "passed"})))
+    assert Attestation({"level": 1}) != Attestation({"level": True})  # different requirements

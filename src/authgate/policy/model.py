@@ -192,6 +192,16 @@ class Attestation:
                 raise PolicyError(f"issuers: {issuer!r} is not an issuer URL")
         object.__setattr__(self, "issuers", issuers)
 
+    def _canonical(self) -> tuple[Any, ...]:
+        # Typed: True and 1 are different requirements (authgate.trust.attestations compares JSON types).
+        return tuple(sorted((k, type(v).__name__, v) for k, v in self.claims.items())), self.issuers
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Attestation) and self._canonical() == other._canonical()
+
+    def __hash__(self) -> int:  # claims is a dict: hash the canonical form, so a Route stays hashable
+        return hash(self._canonical())
+
     def public(self) -> dict[str, Any]:
         """What the combined challenge advertises (``Authgate-Attestation-Required``)."""
         out: dict[str, Any] = {"claims": dict(self.claims)}

@@ -37,9 +37,13 @@ class Requirement:
 
 
 def _satisfies(value: Any, expected: Any) -> bool:
+    """``True``: present and truthy; anything else: equal *and of the same JSON type* (in Python ``True == 1``,
+    but an attested ``true`` is not the number 1, nor ``1`` the boolean)."""
     if expected is True:
         return value is not None and value is not False and value != ""
-    return bool(value == expected)
+    if isinstance(expected, bool) or isinstance(value, bool):
+        return value is expected
+    return type(value) is type(expected) and bool(value == expected)
 
 
 def encode_requirement(requirement: Mapping[str, Any]) -> str:
