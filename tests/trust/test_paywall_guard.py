@@ -177,3 +177,49 @@ async def test_the_sdk_attaches_its_mandate_and_the_paywall_counts_the_payment_a
     assert fac.settle_calls == 1
     with pytest.raises(ValueError, match="not an authgate mandate"):
         X402PaymentAuth(wallet, Budget(), networks={NETWORK}, mandate="not.a.jwt")
+
+
+def test_the_proved_identity_comes_from_the_policy_the_resource_middleware_or_agent_auth() -> None:
+    from types import MappingProxyType
+
+    from authgate.agentauth import wire as aa_wire
+    from authgate.policy.identity import PRESENTED_KEY, Identity
+    from authgate.resource.verifier import AccessClaims
+    from authgate.trust.paywall import proved_identity
+
+    agent_call = {"typ": aa_wire.TYP_AGENT, "claims": {"sub": "aauth:bot@ps.example"}, "jkt": "j1"}
+    person_call = {"typ": aa_wire.TYP_PERSON, "claims": {"sub": "pairwise-7"}, "jkt": "j2"}
+    claims = AccessClaims(subject="alice", client_id="c-1", scopes=frozenset(), audience="a", issuer="i",
+                          expires_at=0, issued_at=0, token_id="t", claims=MappingProxyType({}))
+    assert proved_identity({"state": {"agentauth": agent_call}}) == Identity("agentauth", agent="aauth:bot@ps.example")
+    assert proved_identity({"state": {"agentauth": person_call}}) == Identity(
+        "agentauth", subject="pairwise-7", agent="urn:ietf:params:oauth:jwk-thumbprint:sha-256:j2")
+    assert proved_identity({"state": {"authgate": claims}}) == Identity("oauth", subject="alice", agent="c-1")
+    presented = Identity("agentauth", agent="a-9")
+    assert proved_identity({"state": {PRESENTED_KEY: presented, "authgate": claims}}) is presented
+    assert proved_identity({"state": {"agentauth": {"typ": aa_wire.TYP_AGENT, "claims": "junk"}}}) is None
+    assert proved_identity({}) is None
+
+
+async def test_behind_agent_auth_resource_the_budget_is_the_agents(trust: TrustStore, clock: FrozenClock) -> None:
+    """AgentAuthResource in front of the paywall leaves its caller in ``state["agentauth"]``: the budget charged
+    is the agent's, not its wallet's (the middleware is stood in for: its checks are tests/agentauth')."""
+    from authgate.agentauth import wire as aa_wire
+
+    fac = LedgerFacilitator()
+    wallet = payer_wallet(fac)
+    await trust.set_budget("aauth:bot@ps.example", per_day=PRICE)
+    inner = _app(fac, PaymentTrustGuard(trust, clock, budgets=BudgetGuard(trust, clock)))
+
+    async def as_agent_auth_resource(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["agentauth"] = {
+                "typ": aa_wire.TYP_AGENT, "claims": {"sub": "aauth:bot@ps.example"}, "jkt": "j1"}
+        await inner(scope, receive, send)
+
+    async with client(as_agent_auth_resource, agent(wallet)) as http:
+        assert (await http.get("/weather")).status_code == 200
+        assert _err(await http.get("/weather"))["error"] == wire.ERR_BUDGET_EXCEEDED
+    day = period_key("day", clock.now())
+    assert await trust.spent("aauth:bot@ps.example", day) == PRICE
+    assert await trust.spent(wallet.address.lower(), day) == 0
