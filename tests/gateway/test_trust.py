@@ -5,8 +5,10 @@ mandates; route attestations for every mechanism; an unreachable trust database 
 
 One in-process world: our server (AS, agent provider, person server) at PS, the gateway at API in front of a
 recording upstream, and a facilitator double over HTTP (real EIP-3009 signature recovery, tests.x402). The
-gateway opens its own engine on the server's SQLite file, as a separate gateway process would; the kills,
-budgets and decisions below are made through the server's context, in "another process".
+gateway opens its own engine on the server's database by URL — a SQLite file, and a fresh PostgreSQL database
+(skipped with the reason when PostgreSQL is unreachable; failed under AUTHGATE_REQUIRE_POSTGRES=1) — as a
+separate gateway process would; the kills, budgets and decisions below are made through the server's context,
+in "another process".
 """
 
 from __future__ import annotations
@@ -32,24 +34,24 @@ from authgate.agent.agentauth import AgentAuth, AgentKey
 from authgate.agent.x402 import Budget, X402PaymentAuth
 from authgate.app import build_context, create_app
 from authgate.clock import FrozenClock
-from authgate.config import Settings
+from authgate.config import Settings, to_sqlalchemy_url
 from authgate.context import ServerContext
 from authgate.gateway import build_gateway, gateway_config_from_dict
 from authgate.gateway.config import GatewayApp
 from authgate.net import Fetcher
 from authgate.policy import PolicyError
 from authgate.store import Store
+from authgate.store.engine import make_engine, migrate
 from authgate.trust import mandates
 from authgate.trust import wire as tw
 from authgate.trust.attestations import issue_attestation
 from authgate.trust.mandates import Terms
 from authgate.trust.periods import period_key
 from authgate.x402 import wire
+from tests.conftest import PG_URL
 from tests.helpers import add_user
+from tests.scale.cluster import _admin
 from tests.x402.test_paywall import NETWORK, PAYEE, LedgerFacilitator, payer_wallet, required_of, signed_header
-
-#: The gateway opens the server's database by URL: a SQLite file both can name (PostgreSQL: tests/trust cluster).
-SQLITE = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 PS = "https://authgate.test"
 API = "https://api.test"
@@ -153,7 +155,32 @@ def _config(tmp_path: Path, *, trust: dict[str, Any] | None = None, routes: list
 
 
 @pytest.fixture
-async def world(settings: Settings, store: Store, clock: FrozenClock, tmp_path: Path) -> AsyncIterator[World]:
+async def shared(backend: str, tmp_path: Path, clock: FrozenClock) -> AsyncIterator[tuple[Store, str]]:
+    """The server's store and the URL the gateway is given for the same database (migrated by the server): a
+    SQLite file, or a fresh PostgreSQL database (``backend`` skips or fails when PostgreSQL is unreachable)."""
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        name = "gwtrust_" + secrets.token_hex(6)
+        await _admin(f"CREATE DATABASE {name}")
+        url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    engine = make_engine(to_sqlalchemy_url(url))
+    try:
+        await migrate(engine)
+        store = Store(engine, clock)
+        yield store, url
+        await store.close()
+    finally:
+        await engine.dispose()
+        if name is not None:
+            await _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def world(settings: Settings, shared: tuple[Store, str], clock: FrozenClock,
+                tmp_path: Path) -> AsyncIterator[World]:
+    store, url = shared
     router = HostRouter()
     cfg = replace(settings, issuer=PS, agentauth_enabled=True, agentauth_admin_key=ADMIN_KEY,
                   agentauth_poll_interval=0).validate()
@@ -161,8 +188,8 @@ async def world(settings: Settings, store: Store, clock: FrozenClock, tmp_path: 
     jwks = json.dumps(await ctx.keys.jwks())
     (tmp_path / "authgate-jwks.json").write_text(jwks)
     config = gateway_config_from_dict(_config(tmp_path, trust={
-        "database_url": f"sqlite:///{tmp_path / 'authgate.db'}", "issuers": {PS: "authgate-jwks.json"}}),
-        source="gw.toml", base_dir=tmp_path)
+        "database_url_env": "AUTHGATE_TEST_TRUST_DB", "issuers": {PS: "authgate-jwks.json"}}),
+        source="gw.toml", base_dir=tmp_path, env={"AUTHGATE_TEST_TRUST_DB": url})
     upstream, fac = Upstream(), LedgerFacilitator()
     gateway = build_gateway(config, upstream_transport=httpx.ASGITransport(app=upstream.app()),
                             http_transport=router, clock=clock.now)
@@ -189,7 +216,6 @@ def _error(r: httpx.Response, status: int = 403) -> str:
 
 
 @pytest.mark.parametrize(("kind", "ident"), [("client", "client-1"), ("user", None), ("agent", "voice-7")])
-@SQLITE
 async def test_a_killed_clients_unexpired_jwt_is_refused_on_the_next_request(world: World, kind: str,
                                                                             ident: str | None) -> None:
     token = await world.token(act={"sub": "voice-7"})
@@ -202,7 +228,6 @@ async def test_a_killed_clients_unexpired_jwt_is_refused_on_the_next_request(wor
     assert (await world.get("/weather", token=token)).status_code == 200
 
 
-@SQLITE
 async def test_a_killed_agent_auth_agent_and_person_are_refused(world: World) -> None:
     assert (await world.get("/weather", signed=world.agent_token)).status_code == 200
     await world.ctx.killswitch.kill("agent", world.agent_id, by="admin")
@@ -218,7 +243,6 @@ async def test_a_killed_agent_auth_agent_and_person_are_refused(world: World) ->
     assert refused.status_code == 401 and refused.headers["signature-error"] == "error=revoked_jwt"
 
 
-@SQLITE
 async def test_a_killed_payers_payment_is_refused_before_verify(world: World) -> None:
     wallet = payer_wallet(world.fac)
     assert (await world.get("/paid", pay=True, wallet=wallet)).status_code == 200
@@ -230,7 +254,6 @@ async def test_a_killed_payers_payment_is_refused_before_verify(world: World) ->
     assert (await world.get("/paid", pay=True, wallet=wallet)).status_code == 200
 
 
-@SQLITE
 async def test_a_payment_presented_with_a_killed_credential_is_refused(world: World) -> None:
     wallet = payer_wallet(world.fac)  # the wallet itself is not killed
     token = await world.token()
@@ -245,7 +268,6 @@ async def test_a_payment_presented_with_a_killed_credential_is_refused(world: Wo
 # -- budgets ----------------------------------------------------------------------------------------------------
 
 
-@SQLITE
 async def test_over_budget_becomes_an_approval_request_through_the_gateway(world: World) -> None:
     wallet = payer_wallet(world.fac)
     payer = wallet.address.lower()
@@ -267,7 +289,6 @@ async def test_over_budget_becomes_an_approval_request_through_the_gateway(world
     assert await world.ctx.trust.spent(payer, period_key("day", world.clock.now())) == 2 * PRICE
 
 
-@SQLITE
 async def test_budgets_are_kept_per_agent_auth_identity_and_per_oauth_client(world: World) -> None:
     wallet = payer_wallet(world.fac)
     await world.ctx.trust.set_budget(world.agent_id, per_day=PRICE)
@@ -288,7 +309,6 @@ async def test_budgets_are_kept_per_agent_auth_identity_and_per_oauth_client(wor
 # -- mandates ---------------------------------------------------------------------------------------------------
 
 
-@SQLITE
 async def test_mandates_through_the_gateway(world: World) -> None:
     wallet = payer_wallet(world.fac)
 
@@ -332,7 +352,6 @@ async def _attestation(world: World, agent: str, *, claims: dict[str, Any] | Non
 
 
 @pytest.mark.parametrize("mechanism", ["oauth", "agentauth", "x402"])
-@SQLITE
 async def test_route_attestations_for_every_mechanism(world: World, mechanism: str) -> None:
     wallet = payer_wallet(world.fac)
     token = await world.token()
@@ -377,7 +396,6 @@ async def test_route_attestations_for_every_mechanism(world: World, mechanism: s
     assert world.fac.settle_calls == (1 if mechanism == "x402" else 0)
 
 
-@SQLITE
 async def test_the_sdk_presents_its_attestations_only_where_a_route_asks_for_them(world: World) -> None:
     wallet = payer_wallet(world.fac)
     attestation = await _attestation(world, wallet.address)
@@ -399,7 +417,6 @@ async def test_the_sdk_presents_its_attestations_only_where_a_route_asks_for_the
 # -- failure and configuration ----------------------------------------------------------------------------------
 
 
-@SQLITE
 async def test_an_unreachable_trust_database_is_503_never_a_pass(world: World, tmp_path: Path) -> None:
     config = gateway_config_from_dict(_config(tmp_path, trust={"database_url": f"sqlite:///{tmp_path / 'x.db'}"},
                                               routes=ROUTES[:3]))  # an empty file: no schema
