@@ -17,6 +17,8 @@ from authgate.app import build_context, create_app
 from authgate.clock import FrozenClock
 from authgate.config import ConfigError, Settings
 from authgate.store import Store
+from authgate.trust import wire as tw
+from authgate.trust.attestations import issue_attestation
 from tests.servers import free_port, serve
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -77,3 +79,59 @@ async def test_a_bad_gateway_file_is_a_configuration_error(settings: Settings, s
     with pytest.raises(ConfigError, match=r"gateway.toml: routes\[1\] \(\* /api/\*\): allow\[0\] \(oauth\): scopes: "
                                           r"invalid scope token: 're ad'"):
         create_app(ctx)
+
+
+TRUSTED = """
+[gateway]
+upstream = "http://127.0.0.1:{port}"
+public_url = "{issuer}"
+identity = "plain"
+
+[oauth]
+issuer = "{issuer}"
+
+[[routes]]
+path = "/api/adult"
+  [routes.attestation]
+  claims = {{ verified_adult = true }}
+  issuers = ["{issuer}"]
+  [[routes.allow]]
+  mechanism = "oauth"
+
+[[routes]]
+path = "/api/*"
+  [[routes.allow]]
+  mechanism = "oauth"
+"""
+
+
+async def test_a_mounted_gateway_uses_the_servers_kill_switch_and_trusts_its_keys(
+        settings: Settings, store: Store, clock: FrozenClock, tmp_path: Path) -> None:
+    """No [trust] section: inside the server the kill switch applies anyway, and the server's own issuer is a
+    trusted attestation issuer with its live key ring (a key rotated after start-up still verifies)."""
+    async def api(request: Request) -> JSONResponse:
+        return JSONResponse({"agent": request.headers.get("x-authgate-agent")})
+
+    port, as_port = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{as_port}"  # served on a socket: the gateway fetches its issuer's keys over HTTP
+    path = tmp_path / "gateway.toml"
+    path.write_text(TRUSTED.format(port=port, issuer=issuer))
+    ctx = await build_context(replace(settings, issuer=issuer, gateway_config=str(path)).validate(), clock, store)
+    app = create_app(ctx)
+    now = int(clock.now())
+    token = await ctx.keys.sign({"iss": issuer, "sub": "alice", "aud": issuer, "client_id": "c-1",
+                                 "iat": now, "exp": now + 300, "jti": "t1"})
+    bearer = {"Authorization": f"Bearer {token}"}
+    await ctx.keys.rotate(keep_old_for=600)
+    attestation = await issue_attestation(ctx.keys, issuer=ctx.issuer, agent="c-1", claims={"verified_adult": True},
+                                          ttl=600, now=now)
+    async with serve(Starlette(routes=[Route("/{p:path}", api)]), port), serve(app, as_port), \
+            httpx.AsyncClient(base_url=issuer, trust_env=False) as http:
+        assert (await http.get("/api/notes", headers=bearer)).json() == {"agent": "c-1"}
+        missing = await http.get("/api/adult", headers=bearer)
+        adult = await http.get("/api/adult", headers={**bearer, tw.ATTESTATION_HEADER: attestation})
+        await ctx.killswitch.kill("client", "c-1", by="admin")
+        killed = await http.get("/api/notes", headers=bearer)
+    assert missing.status_code == 403 and missing.json()["error"] == tw.ERR_ATTESTATION_MISSING
+    assert adult.status_code == 200, adult.text
+    assert killed.status_code == 401 and killed.json()["error"] == "invalid_token"

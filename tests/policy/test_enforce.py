@@ -10,12 +10,30 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from joserfc.jwk import OKPKey
+from joserfc import jwt
+from joserfc.jwk import ECKey, OKPKey
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from authgate.agentauth.resource import AgentAuthResource
 from authgate.agentauth.tokens import Signer
-from authgate.policy import AgentAuth, OAuth, Policy, PolicyError, PolicyMiddleware, Public, Route, identity_of
+from authgate.policy import (
+    AgentAuth,
+    Attestation,
+    OAuth,
+    Policy,
+    PolicyError,
+    PolicyMiddleware,
+    Public,
+    Route,
+    identity_of,
+)
 from authgate.resource import BearerGuard, ProtectedResource, claims_of
+from authgate.trust import wire as trust_wire
+from authgate.trust.checks import TrustChecks
+from authgate.trust.issuers import TrustedIssuers
 from tests.gateway.test_gateway import API, TOKENS, TableVerifier
 
 
@@ -114,3 +132,35 @@ async def test_cors_preflights_pass_only_for_routes_the_policy_serves() -> None:
         wrong_method = await http.options("/notes", headers={**preflight, "Access-Control-Request-Method": "DELETE"})
     assert served.status_code == 204 and seen == ["/notes"]
     assert unknown.status_code == 403 and wrong_method.status_code == 403
+
+
+def test_websocket_routes_require_their_attestation_too() -> None:
+    """WebSockets carry bearer tokens only; a route's attestation still applies (closed 1008 without it)."""
+    key = ECKey.generate_key("P-256", parameters={"kid": "hr1"}, private=True)
+    issuers = TrustedIssuers({"https://hr.test": {"keys": [dict(key.as_dict(private=False))]}})
+    now = int(time.time())
+
+    def attestation(sub: str) -> str:
+        return jwt.encode({"alg": "ES256", "typ": trust_wire.ATTESTATION_TYP, "kid": "hr1"},
+                          {"iss": "https://hr.test", "sub": sub, "exp": now + 60,
+                           "claims": {"employee_of": "example.com"}}, key)
+
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("hi")
+        await ws.close()
+
+    policy = Policy((Route("/ws", (OAuth(("weather:read",)),),
+                           attestation=Attestation({"employee_of": "example.com"})),))
+    resource = ProtectedResource(resource=API, authorization_servers=["https://as.test"])
+    app = PolicyMiddleware(Starlette(routes=[WebSocketRoute("/ws", echo)]), policy,
+                           bearer=BearerGuard(TableVerifier(TOKENS), resource), trust=TrustChecks(issuers=issuers))
+    bearer = {"Authorization": "Bearer reader"}  # client_id "bot"
+    with TestClient(app) as client:
+        for headers in (bearer, {**bearer, trust_wire.ATTESTATION_HEADER: attestation("someone-else")}):
+            with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws", headers=headers):
+                pass
+            assert closed.value.code == 1008
+        with client.websocket_connect("/ws", headers={**bearer, trust_wire.ATTESTATION_HEADER: attestation("bot")}
+                                      ) as ws:
+            assert ws.receive_text() == "hi"

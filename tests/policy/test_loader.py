@@ -6,7 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from authgate.policy import X402, AAuth, AgentAuth, OAuth, Policy, PolicyError, Public, Route, load_policy
+from authgate.policy import (
+    X402,
+    AAuth,
+    AgentAuth,
+    Attestation,
+    OAuth,
+    Policy,
+    PolicyError,
+    Public,
+    Route,
+    load_policy,
+)
 
 PAYEE = "0x" + "ab" * 20
 
@@ -84,7 +95,8 @@ ROUTE = '[[routes]]\npath = "/r"\n'
     ('[[routes]]\npath = "/r"\nmethods = ["G T"]\n[[routes.allow]]\nmechanism = "public"\n',
      "policy.toml: routes[0] (G T /r): methods: not an HTTP method: 'G T'"),
     ('[[routes]]\npath = "/r"\nscopes = ["a"]\n[[routes.allow]]\nmechanism = "public"\n',
-     "policy.toml: routes[0] (* /r): unknown field 'scopes' (expected allow, methods, name, path, stream)"),
+     "policy.toml: routes[0] (* /r): unknown field 'scopes' (expected allow, attestation, methods, name, path, "
+     "stream)"),
     (ROUTE + '[[routes.allow]]\nmechanism = "kerberos"\n',
      "policy.toml: routes[0] (* /r): allow[0]: mechanism: unknown mechanism 'kerberos' (expected one of oauth, "
      "agentauth, aauth, x402, public)"),
@@ -131,6 +143,28 @@ ROUTE = '[[routes]]\npath = "/r"\n'
      "policy.toml: routes[1] (POST /a): unreachable: routes[0] (GET,POST /a) comes first and matches every "
      "request it would (put the more specific route first)"),
     ('[[routes]\n', "policy.toml: not valid TOML: "),
+    *[(ROUTE + '[[routes.allow]]\nmechanism = "oauth"\n' + attestation, "policy.toml: routes[0] (* /r): attestation: "
+       + message) for attestation, message in [
+        ('[routes.attestation]\nclaim = { kyc = "passed" }\n', "unknown field 'claim' (expected claims, issuers)"),
+        ('[routes.attestation]\nissuers = ["https://kyc.example"]\n', "claims: required, a table of claim = value"),
+        ('[routes.attestation]\nclaims = {}\n', "claims: at least one claim is required (name = value)"),
+        ('[routes.attestation]\nclaims = { "employee of" = "x" }\n',
+         "claims: 'employee of' is not a claim name (1 to 64 letters, digits, '_', '.', ':', '-')"),
+        ('[routes.attestation]\nclaims = { age = 18.5 }\n',
+         "claims: age: the value must be a string of 1 to 256 characters, an integer, true or false"),
+        ('[routes.attestation]\nclaims = { kyc = "" }\n',
+         "claims: kyc: the value must be a string of 1 to 256 characters, an integer, true or false"),
+        ('[routes.attestation]\nclaims = { kyc = "passed" }\nissuers = "https://kyc.example"\n',
+         "issuers: must be a list of issuer URLs"),
+        ('[routes.attestation]\nclaims = { kyc = "passed" }\nissuers = ["kyc.example"]\n',
+         "issuers: 'kyc.example' is not an issuer URL"),
+    ]],
+    (ROUTE + 'attestation = "kyc"\n[[routes.allow]]\nmechanism = "oauth"\n',
+     "policy.toml: routes[0] (* /r): attestation: must be a table ([routes.attestation]) with claims and optional "
+     "issuers"),
+    (ROUTE + '[[routes.allow]]\nmechanism = "public"\n[routes.attestation]\nclaims = { kyc = "passed" }\n',
+     "policy.toml: routes[0] (* /r): attestation: a public route lets everyone in: it cannot require an "
+     "attestation"),
 ])
 def test_mistakes_are_reported_with_file_route_and_field(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(PolicyError) as err:
@@ -155,3 +189,18 @@ def test_unreadable_and_oversized_files(tmp_path: Path) -> None:
     big.write_text("#" * (1024 * 1024 + 1))
     with pytest.raises(PolicyError, match=r"big.toml: larger than 1048576 bytes"):
         load_policy(big)
+
+
+def test_an_attestation_requirement_is_read_into_the_route(tmp_path: Path) -> None:
+    text = ROUTE + '[[routes.allow]]\nmechanism = "oauth"\n[routes.attestation]\n' \
+        'claims = { verified_adult = true, kyc = "passed", level = 2 }\nissuers = ["https://kyc.example"]\n'
+    (route,) = load_policy(write(tmp_path, text)).routes
+    assert route.attestation == Attestation({"verified_adult": True, "kyc": "passed", "level": 2},
+                                            ("https://kyc.example",))
+    assert load_policy(write(tmp_path, text)).attestation_issuers() == {"https://kyc.example"}
+
+
+def test_routes_with_attestations_stay_hashable() -> None:
+    route = Route("/r", (OAuth(),), attestation=Attestation({"kyc": "passed", "level": 1}))
+    assert hash(route) == hash(Route("/r", (OAuth(),), attestation=Attestation({"level": 1, "kyc": "passed"})))
+    assert Attestation({"level": 1}) != Attestation({"level": True})  # different requirements

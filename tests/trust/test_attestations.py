@@ -75,3 +75,17 @@ async def test_a_mandate_is_not_an_attestation(keys: KeyRing, issuers: TrustedIs
 def test_header_bounds() -> None:
     with pytest.raises(TrustError):
         split_header([",".join(["a.b.c"] * 9)])
+
+
+async def test_claims_compare_with_their_json_type(keys: KeyRing, issuers: TrustedIssuers, clock: FrozenClock) -> None:
+    """In Python True == 1; an attested boolean is not a number, nor a number a boolean."""
+    level_one = Requirement({"level": 1})
+    assert _refused([await _att(keys, clock, {"level": True})], issuers, clock, req=level_one) == \
+        wire.ERR_ATTESTATION_CLAIM
+    assert _refused([await _att(keys, clock, {"level": "1"})], issuers, clock, req=level_one) == \
+        wire.ERR_ATTESTATION_CLAIM
+    assert _refused([await _att(keys, clock, {"minor": 0})], issuers, clock, req=Requirement({"minor": False})) == \
+        wire.ERR_ATTESTATION_CLAIM
+    check_attestations([await _att(keys, clock, {"level": 1, "minor": False})],
+                       Requirement({"level": 1, "minor": False}), agent="agent-1", issuers=issuers,
+                       now=int(clock.now()))

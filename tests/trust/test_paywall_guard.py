@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from authgate.agent.x402 import Budget, X402PaymentAuth
 from authgate.approvals import ApprovalService
 from authgate.clock import FrozenClock
 from authgate.crypto.keys import KeyRing
@@ -24,7 +25,7 @@ from authgate.trust.mandates import MandateVerifier, Terms
 from authgate.trust.paywall import PaymentTrustGuard
 from authgate.trust.periods import period_key
 from authgate.trust.store import TrustStore
-from tests.x402.test_paywall import PAYEE, LedgerFacilitator, agent, client, make_app, payer_wallet
+from tests.x402.test_paywall import NETWORK, PAYEE, LedgerFacilitator, agent, client, make_app, payer_wallet
 
 from .conftest import ISSUER
 
@@ -145,3 +146,80 @@ async def test_killed_payer_and_attestations(trust: TrustStore, clock: FrozenClo
         await switch.revive("agent", wallet.address)
         assert (await http.get("/weather", headers=with_att)).status_code == 200
     assert fac.settle_calls == 2
+
+
+async def test_the_sdk_attaches_its_mandate_and_the_paywall_counts_the_payment_against_it(
+        trust: TrustStore, clock: FrozenClock, keys: KeyRing, issuers: TrustedIssuers) -> None:
+    fac = LedgerFacilitator()
+    wallet = payer_wallet(fac)
+    verifier = MandateVerifier(issuers, revoked=mandates.store_revocations(trust), trust=trust)
+    guard = PaymentTrustGuard(trust, clock, mandates=verifier, require_mandate=True)
+    terms = Terms(("GET /weather",), (PAYEE,), 3 * PRICE)
+    token, row = await mandates.issue(keys, trust, issuer=ISSUER, subject="alice", agent=wallet.address, terms=terms)
+    elsewhere, _ = await mandates.issue(keys, trust, issuer=ISSUER, subject="alice", agent=wallet.address,
+                                        terms=Terms(("GET /weather",), ("0x" + "99" * 20,), 3 * PRICE))
+    sent: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(request)
+
+    async with client(_app(fac, guard), X402PaymentAuth(wallet, Budget(), networks={NETWORK}, mandate=token)) as http:
+        http.event_hooks["request"].append(record)
+        assert (await http.get("/weather")).status_code == 200
+    assert sent[-1].headers[wire.MANDATE_HEADER] == token
+    assert await trust.spent(f"mandate:{row.jti}", period_key("day", clock.now())) == PRICE
+    # A mandate goes only to a payee it names: this one is not sent, and the paywall that requires one refuses.
+    async with client(_app(fac, guard), X402PaymentAuth(wallet, Budget(), networks={NETWORK},
+                                                        mandate=elsewhere)) as http:
+        http.event_hooks["request"].append(record)
+        assert _err(await http.get("/weather"))["error"] == wire.ERR_MANDATE_INVALID
+    assert wire.MANDATE_HEADER not in sent[-1].headers
+    assert fac.settle_calls == 1
+    with pytest.raises(ValueError, match="not an authgate mandate"):
+        X402PaymentAuth(wallet, Budget(), networks={NETWORK}, mandate="not.a.jwt")
+
+
+def test_the_proved_identity_comes_from_the_policy_the_resource_middleware_or_agent_auth() -> None:
+    from types import MappingProxyType
+
+    from authgate.agentauth import wire as aa_wire
+    from authgate.policy.identity import PRESENTED_KEY, Identity
+    from authgate.resource.verifier import AccessClaims
+    from authgate.trust.paywall import proved_identity
+
+    agent_call = {"typ": aa_wire.TYP_AGENT, "claims": {"sub": "aauth:bot@ps.example"}, "jkt": "j1"}
+    person_call = {"typ": aa_wire.TYP_PERSON, "claims": {"sub": "pairwise-7"}, "jkt": "j2"}
+    claims = AccessClaims(subject="alice", client_id="c-1", scopes=frozenset(), audience="a", issuer="i",
+                          expires_at=0, issued_at=0, token_id="t", claims=MappingProxyType({}))
+    assert proved_identity({"state": {"agentauth": agent_call}}) == Identity("agentauth", agent="aauth:bot@ps.example")
+    assert proved_identity({"state": {"agentauth": person_call}}) == Identity(
+        "agentauth", subject="pairwise-7", agent="urn:ietf:params:oauth:jwk-thumbprint:sha-256:j2")
+    assert proved_identity({"state": {"authgate": claims}}) == Identity("oauth", subject="alice", agent="c-1")
+    presented = Identity("agentauth", agent="a-9")
+    assert proved_identity({"state": {PRESENTED_KEY: presented, "authgate": claims}}) is presented
+    assert proved_identity({"state": {"agentauth": {"typ": aa_wire.TYP_AGENT, "claims": "junk"}}}) is None
+    assert proved_identity({}) is None
+
+
+async def test_behind_agent_auth_resource_the_budget_is_the_agents(trust: TrustStore, clock: FrozenClock) -> None:
+    """AgentAuthResource in front of the paywall leaves its caller in ``state["agentauth"]``: the budget charged
+    is the agent's, not its wallet's (the middleware is stood in for: its checks are tests/agentauth')."""
+    from authgate.agentauth import wire as aa_wire
+
+    fac = LedgerFacilitator()
+    wallet = payer_wallet(fac)
+    await trust.set_budget("aauth:bot@ps.example", per_day=PRICE)
+    inner = _app(fac, PaymentTrustGuard(trust, clock, budgets=BudgetGuard(trust, clock)))
+
+    async def as_agent_auth_resource(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["agentauth"] = {
+                "typ": aa_wire.TYP_AGENT, "claims": {"sub": "aauth:bot@ps.example"}, "jkt": "j1"}
+        await inner(scope, receive, send)
+
+    async with client(as_agent_auth_resource, agent(wallet)) as http:
+        assert (await http.get("/weather")).status_code == 200
+        assert _err(await http.get("/weather"))["error"] == wire.ERR_BUDGET_EXCEEDED
+    day = period_key("day", clock.now())
+    assert await trust.spent("aauth:bot@ps.example", day) == PRICE
+    assert await trust.spent(wallet.address.lower(), day) == 0

@@ -205,7 +205,9 @@ def test_agent_x402_imports_without_server_dependencies() -> None:
         for name in {server_only!r}:
             sys.modules[name] = None
         from authgate.agent.x402 import X402PaymentAuth, Wallet, Budget
-        X402PaymentAuth(Wallet("0x" + "11" * 32), Budget(), networks={{"eip155:8453"}})
+        from authgate.agent.approval import CibaApprover
+        approver = CibaApprover("https://as.example", "c", "s", login_hint="alice", scope="payments:approve")
+        X402PaymentAuth(Wallet("0x" + "11" * 32), Budget(approver=approver), networks={{"eip155:8453"}})
         loaded = [m for m in sys.modules if m.split(".")[0] in {server_only!r} and sys.modules[m] is not None]
         assert not loaded, loaded
         ours = sorted(m for m in sys.modules if m.startswith("authgate."))

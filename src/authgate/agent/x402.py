@@ -26,6 +26,18 @@ that stays unreachable raises :class:`PaymentUnavailable` (all :class:`PaymentEr
 when an authorization is signed, not when it is settled, and never refunded (a server may still settle a
 signed authorization until ``validBefore``).
 
+**Approval over the limit.** ``Budget(approver=...)``: an async callback asked, with an
+:class:`ApprovalQuestion`, whether to pay an offer that is over ``max_per_request`` or would pass
+``max_per_day`` (allow-lists are never overridden). ``True`` → paid and counted (an approved payment is not
+limited); ``False`` → :class:`BudgetExceeded` (``reason="approval_denied"``); an exception → ``BudgetExceeded``
+(``reason="approval_failed"``): never a payment. Asking is async: with ``httpx.Client`` an over-limit offer is
+refused as before. :class:`authgate.agent.approval.CibaApprover` asks the agent's person through authgate.
+
+**Mandates and attestations** (authgate trust profiles, docs/trust.md). ``mandate``: a mandate JWT a person
+issued for this agent, sent in ``Authgate-Mandate`` with each payment to a payee it names (to no one else: it
+carries the person's terms). ``attestations``: attestation JWTs sent in ``Authgate-Attestation`` with a payment
+only when the 402 says the route requires attestations (``Authgate-Attestation-Required``).
+
 The receipt is on ``response.extensions["x402_receipt"]`` (a :class:`~authgate.x402.wire.SettleResponse`) and
 what was signed on ``response.extensions["x402_payment"]`` (a :class:`PaymentRecord`, no key material).
 
@@ -34,11 +46,13 @@ Imports only httpx, eth-account, coincurve and authgate's pure x402 modules (no 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -59,6 +73,11 @@ PAYMENT_KEY = "x402_payment"
 PAYMENT_ID_KEY = "x402_payment_id"
 #: ``error`` of a paywall's 402 when its facilitator is unreachable (authgate's paywall and the official SDK's).
 FACILITATOR_UNAVAILABLE = "facilitator_unavailable"
+#: The authgate trust profiles' headers (the same names as authgate.trust.wire, kept here so the SDK needs none
+#: of the server's modules).
+MANDATE_HEADER = "Authgate-Mandate"
+ATTESTATION_HEADER = "Authgate-Attestation"
+ATTESTATION_REQUIRED_HEADER = "Authgate-Attestation-Required"
 
 
 class PaymentError(Exception):
@@ -139,6 +158,30 @@ class Wallet:
 # -- budget and ledger ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ApprovalQuestion:
+    """What the agent asks its person about one payment over its own budget (no key material)."""
+
+    price_usd: Decimal
+    pay_to: str
+    network: str
+    asset: str
+    resource: str
+    #: ``max_per_request`` or ``max_per_day``: the limit the payment is over.
+    limit: str
+    #: The refusal it would otherwise be, in words ("price $0.5 is above the per-request limit of $0.1").
+    reason: str
+
+    def summary(self, limit: int = 256) -> str:
+        """One printable line for a person: what, to whom, for what, and why they are asked."""
+        text = f"Pay ${self.price_usd} to {self.pay_to} for {self.resource} ({self.reason})"
+        text = "".join(c if c.isprintable() else "?" for c in text)
+        return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+Approver = Callable[[ApprovalQuestion], Awaitable[bool]]
+
+
 def _money(value: str | int | float | Decimal) -> Decimal:
     if isinstance(value, Decimal):
         return value
@@ -154,13 +197,16 @@ class Budget:
 
     ``allowed_payees``/``allowed_assets``: None allows any payee / every default stablecoin; asset entries are
     ``"network:address"`` strings (``eip155:8453:0x8335...``), compared case-insensitively. ``asset_decimals``
-    lets a non-default asset be priced (``{"eip155:1:0x...": 6}``), each unit counted as one dollar."""
+    lets a non-default asset be priced (``{"eip155:1:0x...": 6}``), each unit counted as one dollar.
+    ``approver``: asked before refusing a payment over ``max_per_request`` or ``max_per_day`` (module
+    docstring)."""
 
     max_per_request: str | int | float | Decimal = "$0.10"
     max_per_day: str | int | float | Decimal = "$1"
     allowed_payees: frozenset[str] | set[str] | None = None
     allowed_assets: frozenset[str] | set[str] | None = None
     asset_decimals: dict[str, int] = field(default_factory=dict)
+    approver: Approver | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_per_request", _money(self.max_per_request))
@@ -205,6 +251,14 @@ class Ledger:
     def spent_today(self) -> Decimal:
         with self._lock:
             return Decimal(self._load()["days"].get(self._day(), "0"))
+
+    def add(self, amount: Decimal) -> None:
+        """Count ``amount`` today whatever the limit (a payment the agent's person approved)."""
+        with self._lock:
+            data = self._load()
+            day = self._day()
+            data["days"] = {day: str(Decimal(data["days"].get(day, "0")) + amount)}
+            self._save(data)
 
     def reserve(self, amount: Decimal, limit: Decimal) -> bool:
         """Add ``amount`` to today's spending unless that would pass ``limit``; atomic within the process."""
@@ -318,15 +372,46 @@ def _retry_after(response: httpx.Response) -> int | None:
     return int(value) if value.isdigit() and len(value) <= 6 else None
 
 
+def _mandate_payees(token: str) -> frozenset[str]:
+    """The payees a mandate JWT names (read, not verified: the server verifies it), lower-case."""
+    parts = token.split(".") if isinstance(token, str) and len(token) <= 8192 else []
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))) if len(parts) == 3 \
+            else None
+    except (ValueError, binascii.Error):
+        claims = None
+    terms = claims.get("mandate") if isinstance(claims, dict) else None
+    payees = terms.get("payees") if isinstance(terms, dict) else None
+    if not isinstance(payees, list) or not payees or not all(isinstance(p, str) for p in payees):
+        raise ValueError("mandate: not an authgate mandate JWT (no mandate.payees claim)")
+    return frozenset(p.lower() for p in payees)
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """A step of the payment flow: ask ``approver`` before paying (the driver sends back its answer)."""
+
+    approver: Approver
+    question: ApprovalQuestion
+
+
+_Step = httpx.Request | _Ask
+#: What a driver sends back: the response to a request; for an _Ask the answer, the approver's exception, or
+#: None when it cannot ask (a sync client).
+_Reply = httpx.Response | bool | BaseException | None
+
+
 class X402PaymentAuth(httpx.Auth):
     """Pays for ``402`` answers within ``budget`` (see the module docstring). ``networks``: CAIP-2 ids the
-    wallet holds funds on (v1 legacy names are mapped). Works with ``httpx.Client`` and ``httpx.AsyncClient``."""
+    wallet holds funds on (v1 legacy names are mapped). Works with ``httpx.Client`` and ``httpx.AsyncClient``
+    (approvals need the latter). ``mandate``/``attestations``: authgate trust profile JWTs (module docstring)."""
 
     requires_response_body = True
 
     def __init__(self, wallet: Wallet, budget: Budget, *, networks: Iterable[str],
                  ledger: Ledger | None = None, clock: Callable[[], float] = time.time,
-                 sign_in_seconds: int = 24 * 3600, use_sign_in: bool = True) -> None:
+                 sign_in_seconds: int = 24 * 3600, use_sign_in: bool = True, mandate: str | None = None,
+                 attestations: Sequence[str] = ()) -> None:
         self.wallet = wallet
         self.budget = budget
         self.networks = frozenset(networks_normalized(networks))
@@ -334,18 +419,60 @@ class X402PaymentAuth(httpx.Auth):
         self.clock = clock
         self.sign_in_seconds = sign_in_seconds
         self.use_sign_in = use_sign_in
+        self.mandate = mandate
+        self._mandate_payees = _mandate_payees(mandate) if mandate is not None else frozenset()
+        if isinstance(attestations, str) or not all(isinstance(a, str) and a and "," not in a
+                                                    for a in attestations):
+            raise ValueError("attestations: a list of attestation JWTs")
+        self.attestations = tuple(attestations)
 
     def __repr__(self) -> str:
         return f"X402PaymentAuth(wallet={self.wallet!r}, networks={sorted(self.networks)!r})"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """The flow for ``httpx.Client``: nobody can be asked, so an over-limit payment is refused."""
+        flow = self._flow(request)
+        step = next(flow)
+        while True:
+            reply: _Reply
+            if isinstance(step, _Ask):
+                reply = None  # could not ask
+            else:
+                reply = yield step
+            try:
+                step = flow.send(reply)
+            except StopIteration:
+                return
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        flow = self._flow(request)
+        step = next(flow)
+        while True:
+            reply: _Reply
+            if isinstance(step, _Ask):
+                try:
+                    reply = bool(await step.approver(step.question))
+                except Exception as exc:
+                    reply = exc
+            else:
+                response = yield step
+                await response.aread()
+                reply = response
+            try:
+                step = flow.send(reply)
+            except StopIteration:
+                return
+
+    def _flow(self, request: httpx.Request) -> Generator[_Step, _Reply, None]:
         response = yield request
+        assert isinstance(response, httpx.Response)
         if response.status_code != 402:
             return
         required = _read_required(response)
         if required is None:
             return
         resource_url = required.resource.url if required.resource and required.resource.url else str(request.url)
+        wants_attestations = ATTESTATION_REQUIRED_HEADER in response.headers
 
         declaration = (required.extensions or {}).get(siwx.SIGN_IN_WITH_X)
         if (self.use_sign_in and isinstance(declaration, dict) and required.x402_version == 2
@@ -357,12 +484,13 @@ class X402PaymentAuth(httpx.Auth):
             if header is not None:
                 request.headers[siwx.HEADER] = header
                 response = yield request
+                assert isinstance(response, httpx.Response)
                 del request.headers[siwx.HEADER]
                 if response.status_code != 402:
                     return
                 required = _read_required(response) or required
 
-        offer, network, price = self._choose(required)
+        offer, network, price, over = self._choose(required)
         payment_id: str | None = None
         extensions: dict[str, Any] | None = None
         if required.x402_version == 2 and required.extensions:
@@ -372,9 +500,24 @@ class X402PaymentAuth(httpx.Auth):
                 payment_id = wanted if isinstance(wanted, str) else pid.new_id()
                 extensions = pid.append(extensions, payment_id)
             extensions.pop(siwx.SIGN_IN_WITH_X, None)
-        if not self.ledger.reserve(price, Decimal(self.budget.max_per_day)):
-            raise BudgetExceeded(f"paying ${price} would pass today's limit of ${self.budget.max_per_day}",
-                                 reason="max_per_day")
+        if over is None and not self.ledger.reserve(price, Decimal(self.budget.max_per_day)):
+            over = BudgetExceeded(f"paying ${price} would pass today's limit of ${self.budget.max_per_day}",
+                                  reason="max_per_day")
+        if over is not None:
+            approver = self.budget.approver
+            if approver is None:
+                raise over
+            question = ApprovalQuestion(price, offer.pay_to, network, offer.asset, resource_url, over.reason,
+                                        str(over))
+            answer = yield _Ask(approver, question)
+            if answer is None:
+                raise BudgetExceeded(f"{over} (asking for approval needs httpx.AsyncClient)", reason=over.reason)
+            if isinstance(answer, BaseException):
+                raise BudgetExceeded(f"{over}; asking for approval failed ({answer.__class__.__name__})",
+                                     reason="approval_failed") from answer
+            if answer is not True:
+                raise BudgetExceeded(f"{over}, and it was not approved", reason="approval_denied")
+            self.ledger.add(price)
 
         now = int(self.clock())
         authorization = eip3009.Authorization(
@@ -392,12 +535,18 @@ class X402PaymentAuth(httpx.Auth):
             request.headers[wire.HEADER_PAYMENT_SIGNATURE] = wire.PaymentPayload(
                 payload=signed.to_dict(), accepted=offer, resource=required.resource,
                 extensions=extensions).to_header()
+        if self.mandate is not None and offer.pay_to.lower() in self._mandate_payees:
+            request.headers[MANDATE_HEADER] = self.mandate
+        if self.attestations and wants_attestations:
+            request.headers[ATTESTATION_HEADER] = ", ".join(self.attestations)
         response = yield request
+        assert isinstance(response, httpx.Response)
         if _facilitator_unavailable(response):
             # The server could not reach its facilitator: our authorization was never used (nothing verified,
             # nothing settled) and stays valid, so the same signed request is sent once more, without signing
             # or spending again. A second such answer is an error, not a reason to loop.
             response = yield request
+            assert isinstance(response, httpx.Response)
             if _facilitator_unavailable(response):
                 raise PaymentUnavailable(
                     "the server's payment facilitator is unavailable; nothing was charged, retry later",
@@ -409,10 +558,13 @@ class X402PaymentAuth(httpx.Auth):
             if receipt.success and response.status_code < 400:
                 self.ledger.record_paid(resource_url, self.clock() + self.sign_in_seconds)
 
-    def _choose(self, required: wire.PaymentRequired) -> tuple[wire.PaymentRequirements, str, Decimal]:
-        """The first payable offer, authorization flow first; budget refusals only if nothing else fits."""
+    def _choose(self, required: wire.PaymentRequired
+                ) -> tuple[wire.PaymentRequirements, str, Decimal, BudgetExceeded | None]:
+        """The first payable offer, authorization flow first; budget refusals only if nothing else fits. With
+        an approver, the cheapest offer over ``max_per_request`` only, with its refusal (to ask about)."""
         payable: list[tuple[int, wire.PaymentRequirements, str, Decimal]] = []
         refusals: list[BudgetExceeded] = []
+        over_limit: list[tuple[Decimal, int, wire.PaymentRequirements, str, BudgetExceeded]] = []
         for offer in required.accepts:
             if offer.scheme != "exact":
                 continue
@@ -438,15 +590,22 @@ class X402PaymentAuth(httpx.Auth):
                 refusals.append(BudgetExceeded(f"payee {offer.pay_to} is not allowed by the budget",
                                                reason="payee_not_allowed"))
                 continue
+            rank = 0 if flow == "authorization" else 1
             if price > Decimal(self.budget.max_per_request):
-                refusals.append(BudgetExceeded(f"price ${price} is above the per-request limit of "
-                                               f"${self.budget.max_per_request}", reason="max_per_request"))
+                refusal = BudgetExceeded(f"price ${price} is above the per-request limit of "
+                                         f"${self.budget.max_per_request}", reason="max_per_request")
+                refusals.append(refusal)
+                over_limit.append((price, rank, offer, network, refusal))
                 continue
-            payable.append((0 if flow == "authorization" else 1, offer, network, price))
+            payable.append((rank, offer, network, price))
         if payable:
             payable.sort(key=lambda item: item[0])  # stable: the server's order within a flow
             _, offer, network, price = payable[0]
-            return offer, network, price
+            return offer, network, price, None
+        if over_limit and self.budget.approver is not None:
+            over_limit.sort(key=lambda item: (item[0], item[1]))
+            price, _, offer, network, refusal = over_limit[0]
+            return offer, network, price, refusal
         if refusals:
             raise refusals[0]
         raise NoPayableOffer("no offer uses a network, asset and scheme this agent pays with ("

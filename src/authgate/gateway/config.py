@@ -27,6 +27,11 @@ One TOML file holds the gateway's own sections and the route policy (:mod:`authg
     facilitator_url = "https://auth.example.com/x402"
     facilitator_token_env = "AUTHGATE_FACILITATOR_TOKEN"
 
+    [trust]                                   # kill switch, budgets, mandates, attestations (gateway.trust)
+    database_url_env = "AUTHGATE_DATABASE_URL"
+    [trust.issuers]
+    "https://auth.example.com" = "auth-jwks.json"
+
 Errors are :class:`~authgate.policy.model.PolicyError` naming the file, section and field.
 """
 
@@ -39,15 +44,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from authgate.gateway.trust import TRUST_KEYS, TrustConfig, build_trust, parse_trust
 from authgate.policy.loader import policy_from_dict, read_toml
 from authgate.policy.model import Policy, PolicyError
 
-SECTIONS = frozenset({"gateway", "oauth", "agentauth", "x402"})
+if TYPE_CHECKING:
+    from authgate.context import ServerContext
+
+SECTIONS = frozenset({"gateway", "oauth", "agentauth", "x402", "trust"})
 _GATEWAY_KEYS = {"upstream": str, "public_url": str, "identity": str, "identity_secret_env": str,
                  "identity_secret_file": str, "strip_cookies": bool, "max_body": int, "connect_timeout": (int, float),
                  "read_timeout": (int, float), "max_connections": int}
@@ -73,6 +82,7 @@ class GatewayConfig:
     agentauth: Mapping[str, Any] | None = None
     x402: Mapping[str, Any] | None = None
     source: str = "<gateway>"
+    trust: TrustConfig | None = None
 
 
 def _section(data: Mapping[str, Any], name: str, keys: Mapping[str, Any], source: str) -> dict[str, Any] | None:
@@ -147,6 +157,8 @@ def gateway_config_from_dict(data: Mapping[str, Any], *, source: str = "<gateway
     if agentauth is not None and "signing_key_file" in agentauth and base_dir is not None:
         p = Path(agentauth["signing_key_file"])
         agentauth["signing_key_file"] = str(p if p.is_absolute() else base_dir / p)
+    trust_raw = _section(data, "trust", TRUST_KEYS, source)
+    trust = parse_trust(trust_raw, source=source, env=env, base_dir=base_dir) if trust_raw is not None else None
     policy = policy_from_dict(data, source=source, other_keys=SECTIONS)
     mechanisms = policy.mechanisms()
     for mech, section, present in (("oauth", "oauth", oauth), ("aauth", "oauth", oauth),
@@ -158,7 +170,7 @@ def gateway_config_from_dict(data: Mapping[str, Any], *, source: str = "<gateway
         identity_secret=secret, strip_cookies=gw.get("strip_cookies", False),
         max_body=gw.get("max_body", 10 * 1024 * 1024), connect_timeout=float(gw.get("connect_timeout", 5.0)),
         read_timeout=float(gw.get("read_timeout", 60.0)), max_connections=gw.get("max_connections", 100),
-        oauth=oauth, agentauth=agentauth, x402=x402, source=source)
+        oauth=oauth, agentauth=agentauth, x402=x402, source=source, trust=trust)
 
 
 class GatewayApp:
@@ -189,9 +201,10 @@ class GatewayApp:
 
 def build_gateway(config: GatewayConfig, *, upstream_transport: httpx.AsyncBaseTransport | None = None,
                   http_transport: httpx.AsyncBaseTransport | None = None,
-                  clock: Callable[[], float] = time.time) -> GatewayApp:
+                  clock: Callable[[], float] = time.time, server: ServerContext | None = None) -> GatewayApp:
     """The gateway app. ``upstream_transport``/``http_transport`` (tests): how the upstream, and the AS,
-    person servers and facilitator, are reached (default: the network)."""
+    person servers and facilitator, are reached (default: the network). ``server``: the authgate server this
+    gateway runs inside (its trust store, approvals and issuer keys; :mod:`authgate.gateway.trust`)."""
     from authgate.gateway.proxy import Proxy
     from authgate.policy.enforce import PolicyMiddleware
 
@@ -205,18 +218,24 @@ def build_gateway(config: GatewayConfig, *, upstream_transport: httpx.AsyncBaseT
     closers.append(http.aclose)
     policy = config.policy
     bearer = agentauth = facilitator = None
+    trust, trust_closers = build_trust(config.trust, clock, source=config.source, server=server)
+    closers.extend(trust_closers)
     if config.oauth is not None:
         from authgate.resource.bearer import BearerGuard
         from authgate.resource.metadata import ProtectedResource
-        from authgate.resource.verifier import JWTVerifier
+        from authgate.resource.verifier import JWTVerifier, TokenVerifier
 
         resource = ProtectedResource(
             resource=config.public_url, authorization_servers=[config.oauth["issuer"]],
             scopes_supported=policy.all_scopes(), resource_name=config.oauth.get("resource_name"),
             resource_documentation=config.oauth.get("resource_documentation"),
             scope_descriptions=dict(policy.scope_descriptions))
-        verifier = JWTVerifier(config.oauth["issuer"], resource.resource, jwks_uri=config.oauth.get("jwks_uri"),
-                               http_client=http)
+        verifier: TokenVerifier = JWTVerifier(config.oauth["issuer"], resource.resource,
+                                              jwks_uri=config.oauth.get("jwks_uri"), http_client=http)
+        if trust is not None and trust.killswitch is not None:
+            from authgate.trust.resource import KillSwitchVerifier
+
+            verifier = KillSwitchVerifier(verifier, trust.killswitch)
         bearer = BearerGuard(verifier, resource)
     if config.agentauth is not None:
         from joserfc.jwk import OKPKey
@@ -263,5 +282,5 @@ def build_gateway(config: GatewayConfig, *, upstream_transport: httpx.AsyncBaseT
         closers.append(client.aclose)
         facilitator = client
     enforced = PolicyMiddleware(proxy, policy, bearer=bearer, agentauth=agentauth, facilitator=facilitator,
-                                base_url=config.public_url)
+                                base_url=config.public_url, trust=trust)
     return GatewayApp(enforced, closers)

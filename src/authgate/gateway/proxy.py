@@ -6,7 +6,8 @@ Behind :class:`~authgate.policy.PolicyMiddleware` it forwards what the policy le
   ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``,
   ``Proxy-Authorization``) and ``Host`` are dropped; so is **every credential and payment header** —
   ``Authorization``, ``Signature``, ``Signature-Input``, ``Signature-Key``, ``Content-Digest`` when the request
-  was signed, ``PAYMENT-*``, ``X-PAYMENT``, ``SIGN-IN-WITH-X``, ``AAuth-*``, ``Cookie`` if configured — and
+  was signed, ``PAYMENT-*``, ``X-PAYMENT``, ``SIGN-IN-WITH-X``, ``AAuth-*``, ``Authgate-*`` (mandates,
+  attestations, approval ids), ``Cookie`` if configured — and
   every ``X-Authgate-*`` header the client sent (no forged identity). The verified identity is added in
   ``X-Authgate-*`` headers (:mod:`authgate.gateway.identity`), with ``Via`` and ``X-Forwarded-For/-Proto/
   -Host``.
@@ -46,7 +47,8 @@ CREDENTIALS = frozenset({"authorization", "signature", "signature-input", "signa
                          "sign-in-with-x"})
 #: Headers some frameworks honour to change the method: the policy judged the request's own method.
 METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
-CREDENTIAL_PREFIXES = ("payment-", "aauth-", PREFIX)
+#: ``authgate-``: the trust profiles' request headers (mandates, attestations, approvals: authgate.trust.wire).
+CREDENTIAL_PREFIXES = ("payment-", "aauth-", "authgate-", PREFIX)
 _SIGNED = (b"signature", b"signature-input", b"signature-key")
 _REPLACED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via"})
 

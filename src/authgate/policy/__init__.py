@@ -9,12 +9,13 @@ Starlette/FastAPI integration and ``authgate gateway`` share this one model.
 from authgate.policy.enforce import PolicyMiddleware
 from authgate.policy.identity import Identity, identity_of
 from authgate.policy.loader import load_policy, policy_from_dict
-from authgate.policy.model import X402, AAuth, AgentAuth, OAuth, Policy, PolicyError, Public, Route
+from authgate.policy.model import X402, AAuth, AgentAuth, Attestation, OAuth, Policy, PolicyError, Public, Route
 
 __all__ = [
     "X402",
     "AAuth",
     "AgentAuth",
+    "Attestation",
     "Identity",
     "OAuth",
     "Policy",

@@ -26,6 +26,14 @@ and body of the first such failure in alternative order (``401 invalid_token``, 
 Peers act on their own status: OAuth and Agent Auth clients on 401 (and 403 for scope step-up), x402 clients
 on 402 — so put first the way in most of your callers use. Every challenge header is present either way, so a
 client that reads headers whatever the status (our SDK, the x402 SDK's ``x402HTTPClient``) finds its part.
+
+**Trust** (``trust=TrustChecks(...)``, authgate.trust.checks). A route's ``attestation`` is checked once an
+alternative let the request in (``403 attestation_*``) and, for a payment, before ``/verify``; every challenge
+and refusal of such a route carries ``Authgate-Attestation-Required``. With a kill switch, a killed Agent Auth
+caller is ``401 revoked_jwt``. Before a payment, the bearer token or Agent Auth signature the request also
+carries (for an alternative of its route) is verified, so budgets, mandates and attestations apply to that
+identity (``scope["state"]["authgate.presented"]``); a payment presented with a killed credential is
+``403 agent_disabled``, whatever wallet pays.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,16 +54,22 @@ from authgate.agentauth.signing import Caller
 from authgate.agentauth.tokens import scopes_of
 from authgate.crypto.httpsig import SignatureError
 from authgate.errors import InsufficientScope, InvalidToken, OAuthError, bearer_challenge
-from authgate.policy.identity import STATE_KEY, Identity
+from authgate.policy.identity import PRESENTED_KEY, STATE_KEY, Identity, agentauth_identity
 from authgate.policy.model import X402, AAuth, AgentAuth, Alternative, OAuth, Policy, PolicyError, Route
 from authgate.resource.bearer import BearerGuard, TemporarilyUnavailable
 from authgate.resource.metadata import AAUTH_WELL_KNOWN, advertisable
 from authgate.resource.middleware import STATE_KEY as CLAIMS_STATE_KEY
 from authgate.resource.middleware import MetadataEndpoint, token_in_query
 from authgate.resource.verifier import AccessClaims, TokenRejected, VerifierUnavailable
+from authgate.trust import wire as trust_wire
+from authgate.trust.attestations import encode_requirement
+from authgate.trust.errors import STORE_ERRORS, TrustError, unavailable
 from authgate.x402 import wire as x402_wire
 from authgate.x402.paywall import EXPOSE, Facilitator, Paywall, PaywallMiddleware, PricedRoute
 from authgate.x402.paywall_store import PaywallStore
+
+if TYPE_CHECKING:
+    from authgate.trust.checks import TrustChecks
 
 MAX_SIGNED_BODY = 1024 * 1024
 TIERS = {"pii": ("pii", "oob"), "oob": ("oob",)}
@@ -80,23 +95,38 @@ class _Attempt:
     bearer_failure: OAuthError | None = None
     caller: Caller | None = None
     signature_failure: SignatureError | Problem | None = None
+    #: A presented credential was refused by the kill switch (a payment with it is refused too).
+    killed: bool = False
     failures: list[tuple[Alternative, int, dict[str, str], bytes]] = field(default_factory=list)
 
 
 class PolicyMiddleware:
     """Applies ``policy`` in front of ``app`` (see the module docstring). Mechanisms the policy names must be
     configured: ``bearer`` for oauth/aauth, ``agentauth`` for agentauth (its own ``rules`` are not used),
-    ``facilitator`` and ``base_url`` (the public origin, for x402 resource URLs) for x402."""
+    ``facilitator`` and ``base_url`` (the public origin, for x402 resource URLs) for x402; routes with an
+    ``attestation`` need ``trust`` with issuers that include every issuer they name."""
 
     def __init__(self, app: ASGIApp, policy: Policy, *, bearer: BearerGuard | None = None,
                  agentauth: AgentAuthResource | None = None, facilitator: Facilitator | None = None,
                  base_url: str | None = None, paywall_store: PaywallStore | None = None,
-                 max_signed_body: int = MAX_SIGNED_BODY) -> None:
+                 max_signed_body: int = MAX_SIGNED_BODY, trust: TrustChecks | None = None) -> None:
         self.app = app
         self.policy = policy
         self.bearer = bearer
         self.agentauth = agentauth
         self.max_signed_body = max_signed_body
+        self.trust = trust
+        trusted = set(trust.issuers.issuers()) if trust is not None and trust.issuers is not None else None
+        for i, route in enumerate(policy.routes):
+            if route.attestation is None:
+                continue
+            if trusted is None:
+                raise PolicyError(f"routes[{i}] ({route.label}): attestation: no attestation issuers are trusted "
+                                  "(configure trusted issuers: [trust.issuers] in a gateway file)")
+            for issuer in route.attestation.issuers:
+                if issuer not in trusted:
+                    raise PolicyError(f"routes[{i}] ({route.label}): attestation: issuer {issuer!r} is not a "
+                                      "trusted issuer ([trust.issuers])")
         need = {"oauth": bearer, "aauth": bearer, "agentauth": agentauth, "x402": facilitator}
         section = {"oauth": "[oauth]", "aauth": "[oauth]", "agentauth": "[agentauth]", "x402": "[x402]"}
         for i, route in enumerate(policy.routes):
@@ -114,7 +144,8 @@ class PolicyMiddleware:
                 pay = route.payment()
                 if pay is None:
                     continue
-                paywall = Paywall(facilitator, base_url=base_url, store=store, siwx_key=siwx_key)
+                guard = trust.payment_guard(route.attestation) if trust is not None else None
+                paywall = Paywall(facilitator, base_url=base_url, store=store, siwx_key=siwx_key, guard=guard)
                 store = paywall.store  # one store shared by every route
                 priced = paywall.route("/*", pay.price_spec(), pay.pay_to, pay.network, description=pay.description,
                                        max_timeout_seconds=pay.max_timeout_seconds, upfront=pay.flow == "upfront")
@@ -179,7 +210,7 @@ class PolicyMiddleware:
         for alt in route.alternatives:
             if isinstance(alt, X402):
                 if _has(scope, _PAYMENT_HEADERS):
-                    await self._pay(scope, receive, send, route, attempt)
+                    await self._pay(scope, receive, send, route, attempt, method, path, body)
                     return
                 continue
             try:
@@ -189,6 +220,8 @@ class PolicyMiddleware:
                 await _answer(scope, send, status, headers, payload)
                 return
             if identity is not None:
+                if route.attestation is not None and not await self._attested(scope, send, route, [identity.agent]):
+                    return
                 state[STATE_KEY] = identity
                 if attempt.claims is not None and identity.mechanism in ("oauth", "aauth"):
                     state[CLAIMS_STATE_KEY] = attempt.claims
@@ -219,7 +252,8 @@ class PolicyMiddleware:
             return await self._try_agentauth(alt, scope, method, path, body, attempt)
         return None
 
-    async def _try_bearer(self, alt: OAuth | AAuth, scope: Scope, attempt: _Attempt) -> Identity | None:
+    async def _verify_bearer(self, scope: Scope, attempt: _Attempt) -> None:
+        """Extract and verify the bearer token once per request (claims or failure kept in ``attempt``)."""
         guard = self.bearer
         assert guard is not None
         if attempt.bearer_failure is None and attempt.claims is None:
@@ -231,10 +265,14 @@ class PolicyMiddleware:
                 try:
                     attempt.claims = await guard.verifier.verify(attempt.token)
                 except TokenRejected as exc:
+                    attempt.killed = attempt.killed or exc.reason == "killed"
                     attempt.bearer_failure = InvalidToken("The access token is invalid", debug=str(exc))
                 except VerifierUnavailable as exc:
                     raise TemporarilyUnavailable("Token verification is temporarily unavailable", debug=str(exc),
                                                  headers={"Retry-After": "5"}) from exc
+
+    async def _try_bearer(self, alt: OAuth | AAuth, scope: Scope, attempt: _Attempt) -> Identity | None:
+        await self._verify_bearer(scope, attempt)
         if attempt.bearer_failure is not None:
             self._fail(attempt, alt, attempt.bearer_failure, alt.scopes)
             return None
@@ -279,24 +317,16 @@ class PolicyMiddleware:
         assert resource is not None
         if not _has(scope, _SIGNATURE_HEADERS):
             return None
-        if attempt.caller is None and attempt.signature_failure is None:
-            try:  # signature, token and replay checked once; the need is judged per alternative below
-                attempt.caller = await resource.check(scope, method, body, require(path, "agent"))
-            except (SignatureError, Problem) as exc:
-                attempt.signature_failure = exc
+        await self._verify_signature(scope, method, path, body, attempt)
         if attempt.signature_failure is not None:
             status, headers, payload = attempt.signature_failure.render()
             attempt.failures.append((alt, status, headers, payload))
             return None
         caller = attempt.caller
         assert caller is not None
-        claims = caller.claims
         typ = caller.typ
-        agent = claims["sub"] if typ == aa_wire.TYP_AGENT else \
-            "urn:ietf:params:oauth:jwk-thumbprint:sha-256:" + caller.jkt
-        have = scopes_of(claims) if typ == aa_wire.TYP_AUTH else frozenset()
-        identity = Identity("agentauth", subject=None if typ == aa_wire.TYP_AGENT else str(claims["sub"]),
-                            agent=str(agent), scopes=tuple(sorted(have)))
+        have = scopes_of(caller.claims) if typ == aa_wire.TYP_AUTH else frozenset()
+        identity = agentauth_identity(typ, caller.claims, caller.jkt, tuple(sorted(have)))
         if alt.need == "agent":
             return identity
         if typ == aa_wire.TYP_AGENT:
@@ -313,6 +343,48 @@ class PolicyMiddleware:
         attempt.failures.append((alt, status, headers, payload))
         return None
 
+    async def _verify_signature(self, scope: Scope, method: str, path: str, body: bytes, attempt: _Attempt) -> None:
+        """Check the Agent Auth signature, token and replay once per request, then the kill switch."""
+        resource = self.agentauth
+        assert resource is not None
+        if attempt.caller is not None or attempt.signature_failure is not None:
+            return
+        try:  # the need is judged per alternative by the caller
+            caller = await resource.check(scope, method, body, require(path, "agent"))
+        except (SignatureError, Problem) as exc:
+            attempt.signature_failure = exc
+            return
+        if self.trust is not None and self.trust.killswitch is not None:
+            jti = caller.claims.get("jti")
+            try:
+                killed = await self.trust.killed(agentauth_identity(caller.typ, caller.claims, caller.jkt),
+                                                 token_id=jti if isinstance(jti, str) else None)
+            except STORE_ERRORS as exc:
+                raise TemporarilyUnavailable("The kill switch cannot be read right now", debug=repr(exc),
+                                             headers={"Retry-After": "5"}) from None
+            if killed:
+                attempt.killed = True
+                attempt.signature_failure = SignatureError("revoked_jwt", "the agent is disabled", reason="killed")
+                return
+        attempt.caller = caller
+
+    async def _attested(self, scope: Scope, send: Send, route: Route, agents: list[str | None]) -> bool:
+        """Check the route's attestation for an identity an alternative let in; answer the refusal if not."""
+        assert self.trust is not None and route.attestation is not None
+        try:
+            await self.trust.attest(scope, route.attestation, agents)
+        except TrustError as exc:
+            refusal = exc
+        except STORE_ERRORS:
+            refusal = unavailable()
+        else:
+            return True
+        expose = ", ".join(refusal.headers)
+        await _answer(scope, send, refusal.status, {"Content-Type": "application/json", "Cache-Control": "no-store",
+                                                    **refusal.headers, "Access-Control-Expose-Headers": expose},
+                      json.dumps(refusal.body()).encode())
+        return False
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send, route: Route, method: str) -> None:
         """WebSockets carry bearer tokens only (no signed bodies, no payments)."""
         attempt = _Attempt()
@@ -323,6 +395,14 @@ class PolicyMiddleware:
                 except TemporarilyUnavailable:
                     identity = None
                 if identity is not None:
+                    if route.attestation is not None:
+                        assert self.trust is not None
+                        try:
+                            await self.trust.attest(scope, route.attestation, [identity.agent])
+                        except TrustError:
+                            break
+                        except STORE_ERRORS:
+                            break
                     scope.setdefault("state", {})[STATE_KEY] = identity
                     await self.app(scope, receive, send)
                     return
@@ -330,8 +410,26 @@ class PolicyMiddleware:
 
     # -- payment ----------------------------------------------------------------------------------------------
 
-    async def _pay(self, scope: Scope, receive: Receive, send: Send, route: Route, attempt: _Attempt) -> None:
-        """Hand the request to the route's paywall; a 402 it answers before serving gets the other challenges."""
+    async def _pay(self, scope: Scope, receive: Receive, send: Send, route: Route, attempt: _Attempt, method: str,
+                   path: str, body: bytes) -> None:
+        """Hand the request to the route's paywall; a 402 it answers before serving gets the other challenges.
+        With trust checks, first learn who else the request says it is (its bearer token or signature)."""
+        if self.trust is not None:
+            try:
+                presented = await self._presented(route, scope, method, path, body, attempt)
+            except TemporarilyUnavailable as exc:
+                status, headers, payload = exc.render()
+                await _answer(scope, send, status, headers, payload)
+                return
+            if attempt.killed:
+                refusal = TrustError(trust_wire.ERR_KILLED, "the credential presented with this payment is disabled "
+                                     "by the kill switch")
+                await _answer(scope, send, refusal.status, {"Content-Type": "application/json",
+                                                            "Cache-Control": "no-store"},
+                              json.dumps(refusal.body()).encode())
+                return
+            if presented is not None:
+                scope.setdefault("state", {})[PRESENTED_KEY] = presented
         _, _, middleware = self.paywalls[id(route)]
         served = {"started": False}
         scope.setdefault("state", {})["authgate.served"] = served
@@ -346,6 +444,23 @@ class PolicyMiddleware:
             await send(message)
 
         await middleware(scope, receive, send_with_challenges)
+
+    async def _presented(self, route: Route, scope: Scope, method: str, path: str, body: bytes,
+                         attempt: _Attempt) -> Identity | None:
+        """The identity a paying request proved besides paying: the first credential it carries for one of the
+        route's other alternatives that verifies (bearer: the client; Agent Auth: the agent and person)."""
+        for alt in route.alternatives:
+            if isinstance(alt, (OAuth, AAuth)) and self.bearer is not None and (
+                    _has(scope, (b"authorization",)) or token_in_query(scope)):
+                await self._verify_bearer(scope, attempt)
+                if attempt.claims is not None:
+                    c = attempt.claims
+                    return Identity("oauth", subject=c.subject, agent=c.client_id, scopes=tuple(sorted(c.scopes)))
+            elif isinstance(alt, AgentAuth) and self.agentauth is not None and _has(scope, _SIGNATURE_HEADERS):
+                await self._verify_signature(scope, method, path, body, attempt)
+                if attempt.caller is not None:
+                    return agentauth_identity(attempt.caller.typ, attempt.caller.claims, attempt.caller.jkt)
+        return None
 
     async def _paid(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Inside the paywall: the payment is verified (or settled, upfront); record who paid and serve."""
@@ -397,6 +512,10 @@ class PolicyMiddleware:
                 required = paywall.payment_required(priced, paywall.resource_url(priced, path), "Payment required")
                 headers[x402_wire.HEADER_PAYMENT_REQUIRED] = required.to_header()
                 headers["Access-Control-Expose-Headers"] = EXPOSE + ", WWW-Authenticate, AAuth-Requirement"
+        if route.attestation is not None:
+            headers[trust_wire.ATTESTATION_REQUIRED_HEADER] = encode_requirement(route.attestation.public())
+            if "Access-Control-Expose-Headers" in headers:
+                headers["Access-Control-Expose-Headers"] += ", " + trust_wire.ATTESTATION_REQUIRED_HEADER
         return headers
 
 

@@ -1,15 +1,24 @@
 """Who a request was let in as: the one record every mechanism produces, whatever the way in.
 
 :class:`Identity` is what the policy middleware puts in ``scope["state"]["authgate.identity"]`` and what the
-gateway forwards to its upstream in ``X-Authgate-*`` headers. Imports only the stdlib.
+gateway forwards to its upstream in ``X-Authgate-*`` headers. Imports only the stdlib (and the Agent Auth wire
+constants).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from authgate.agentauth.wire import TYP_AGENT
+
 STATE_KEY = "authgate.identity"
+#: The identity a *paying* request also proved — a bearer token or an Agent Auth signature the policy checked
+#: before handing the request to the paywall. The trust checks (authgate.trust.paywall) key budgets by it and
+#: bind mandates and attestations to it; the payment itself is still what lets the request in.
+PRESENTED_KEY = "authgate.presented"
+THUMBPRINT_URN = "urn:ietf:params:oauth:jwk-thumbprint:sha-256:"
 
 
 @dataclass(frozen=True)
@@ -40,3 +49,11 @@ def identity_of(scope: Any) -> Identity | None:
     state = getattr(scope, "scope", scope).get("state", {})
     found = state.get(STATE_KEY)
     return found if isinstance(found, Identity) else None
+
+
+def agentauth_identity(typ: str, claims: Mapping[str, Any], jkt: str, scopes: tuple[str, ...] = ()) -> Identity:
+    """Who an Agent Auth signed request is: an agent token names the agent (``sub``); a person or auth token
+    names the person (``sub``) and the agent only by its key (a JWK thumbprint URN)."""
+    if typ == TYP_AGENT:
+        return Identity("agentauth", agent=str(claims["sub"]), scopes=scopes)
+    return Identity("agentauth", subject=str(claims["sub"]), agent=THUMBPRINT_URN + jkt, scopes=scopes)

@@ -22,6 +22,10 @@ The file (or the policy part of a gateway file)::
       pay_to = "0x..."
       network = "eip155:8453"
 
+      [routes.attestation]                   # optional: signed claims required whatever the way in
+      claims = { verified_adult = true, kyc = "passed" }
+      issuers = ["https://kyc.example"]      # optional: default any trusted issuer
+
 Every error is a :class:`~authgate.policy.model.PolicyError` whose message reads
 ``policy.toml: routes[1] (GET /weather/*): allow[2] (x402): pay_to: required`` — the file, the route (index
 and label), the alternative and the field. Unknown fields and unknown mechanisms are errors, never ignored:
@@ -41,6 +45,7 @@ from authgate.policy.model import (
     AAuth,
     AgentAuth,
     Alternative,
+    Attestation,
     OAuth,
     Policy,
     PolicyError,
@@ -50,7 +55,8 @@ from authgate.policy.model import (
 
 MAX_FILE = 1024 * 1024
 POLICY_KEYS = frozenset({"routes", "unmatched", "scope_descriptions"})
-_ROUTE_KEYS = frozenset({"path", "methods", "allow", "stream", "name"})
+_ROUTE_KEYS = frozenset({"path", "methods", "allow", "stream", "name", "attestation"})
+_ATTESTATION_KEYS = frozenset({"claims", "issuers"})
 _FIELDS: dict[str, frozenset[str]] = {
     "oauth": frozenset({"scopes"}),
     "aauth": frozenset({"tier", "scopes"}),
@@ -129,8 +135,28 @@ def _route(source: str, index: int, raw: Any) -> Route:
     if not isinstance(allow, list) or not allow:
         raise PolicyError(f"{where}: allow: at least one [[routes.allow]] alternative is required")
     alternatives = [_alternative(where, i, a) for i, a in enumerate(allow)]
+    attestation = _attestation(where, raw["attestation"]) if "attestation" in raw else None
     try:
-        return Route(path, tuple(alternatives), None if methods is None else frozenset(methods), stream, name)
+        return Route(path, tuple(alternatives), None if methods is None else frozenset(methods), stream, name,
+                     attestation)
+    except PolicyError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+
+
+def _attestation(route: str, raw: Any) -> Attestation:
+    where = f"{route}: attestation"
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{where}: must be a table ([routes.attestation]) with claims and optional issuers")
+    unknown = sorted(set(raw) - _ATTESTATION_KEYS)
+    if unknown:
+        raise PolicyError(f"{where}: unknown field {unknown[0]!r} (expected claims, issuers)")
+    claims, issuers = raw.get("claims"), raw.get("issuers", [])
+    if not isinstance(claims, dict):
+        raise PolicyError(f"{where}: claims: required, a table of claim = value")
+    if not isinstance(issuers, list):
+        raise PolicyError(f"{where}: issuers: must be a list of issuer URLs")
+    try:
+        return Attestation(claims, tuple(issuers))
     except PolicyError as exc:
         raise PolicyError(f"{where}: {exc}") from None
 

@@ -18,6 +18,13 @@ because first-match-wins would silently ignore it.
 Path patterns: an exact path, or ``/prefix/*`` covering ``/prefix`` and everything below it on segment
 boundaries (the same rule as :func:`authgate.resource.protect`). ``methods`` None means every method; ``GET``
 also covers ``HEAD``.
+
+A route may also demand an :class:`Attestation` — signed claims about the agent from a trusted issuer ("employee
+of X", "verified adult", "KYC passed"; docs/trust.md) — on top of whichever alternative lets the request in,
+checked before access or payment::
+
+    Route("/v1/wine/*", (OAuth(("shop:buy",)), X402("$1", pay_to=PAYEE, network="eip155:8453")),
+          attestation=Attestation({"verified_adult": True}, issuers=("https://kyc.example",)))
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ _CAIP2 = re.compile(r"^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}$")
 _PATH = re.compile(r"^/[A-Za-z0-9\-._~!$&'()+,;=:@%/]*$")
 _METHOD = re.compile(r"^[A-Z]{1,20}$")
 MAX_ROUTES = 1000
+_CLAIM_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_ATTESTED_CLAIMS = 16
+MAX_ATTESTATION_ISSUERS = 16
 
 
 class PolicyError(ValueError):
@@ -145,18 +155,73 @@ class Public:
 
 
 Alternative = OAuth | AAuth | AgentAuth | X402 | Public
+ClaimValue = str | bool | int
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """Claims the agent must present, signed by a trusted issuer, whatever alternative lets it in.
+
+    ``claims``: claim name → the value it must equal (a string or an integer), or ``True`` for "present and
+    truthy" (``False`` means "equal to false"). ``issuers``: only these issuers may vouch (empty: any issuer the
+    enforcement point trusts). Matching is the authgate attestation profile's (authgate.trust.attestations)."""
+
+    claims: Mapping[str, ClaimValue]
+    issuers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.claims, Mapping) or not self.claims:
+            raise PolicyError("claims: at least one claim is required (name = value)")
+        if len(self.claims) > MAX_ATTESTED_CLAIMS:
+            raise PolicyError(f"claims: at most {MAX_ATTESTED_CLAIMS} claims")
+        for name, value in self.claims.items():
+            if not isinstance(name, str) or not _CLAIM_NAME.match(name):
+                raise PolicyError(f"claims: {name!r} is not a claim name (1 to 64 letters, digits, '_', '.', ':', "
+                                  "'-')")
+            if not isinstance(value, (str, bool, int)) or (isinstance(value, str) and not 0 < len(value) <= 256):
+                raise PolicyError(f"claims: {name}: the value must be a string of 1 to 256 characters, an integer, "
+                                  "true or false")
+        object.__setattr__(self, "claims", dict(self.claims))
+        if isinstance(self.issuers, str):
+            raise PolicyError("issuers: must be a list of issuer URLs, not one string")
+        issuers = tuple(self.issuers)
+        if len(issuers) > MAX_ATTESTATION_ISSUERS:
+            raise PolicyError(f"issuers: at most {MAX_ATTESTATION_ISSUERS} issuers")
+        for issuer in issuers:
+            if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")) or len(issuer) > 500:
+                raise PolicyError(f"issuers: {issuer!r} is not an issuer URL")
+        object.__setattr__(self, "issuers", issuers)
+
+    def _canonical(self) -> tuple[Any, ...]:
+        # Typed: True and 1 are different requirements (authgate.trust.attestations compares JSON types).
+        return tuple(sorted((k, type(v).__name__, v) for k, v in self.claims.items())), self.issuers
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Attestation) and self._canonical() == other._canonical()
+
+    def __hash__(self) -> int:  # claims is a dict: hash the canonical form, so a Route stays hashable
+        return hash(self._canonical())
+
+    def public(self) -> dict[str, Any]:
+        """What the combined challenge advertises (``Authgate-Attestation-Required``)."""
+        out: dict[str, Any] = {"claims": dict(self.claims)}
+        if self.issuers:
+            out["issuers"] = list(self.issuers)
+        return out
 
 
 @dataclass(frozen=True)
 class Route:
     """Who may call ``methods`` on ``path``: any one of ``alternatives``, tried in order. ``stream`` marks a
-    route whose responses are streamed (SSE, long bodies): its payments must settle upfront."""
+    route whose responses are streamed (SSE, long bodies): its payments must settle upfront. ``attestation``:
+    signed claims required on top of the alternative that lets the request in."""
 
     path: str
     alternatives: tuple[Alternative, ...]
     methods: frozenset[str] | None = None
     stream: bool = False
     name: str = ""
+    attestation: Attestation | None = None
 
     def __post_init__(self) -> None:
         base = self.path[:-2] if isinstance(self.path, str) and self.path.endswith("/*") else self.path
@@ -182,6 +247,10 @@ class Route:
         kinds = [a.mechanism for a in alternatives]
         if "public" in kinds and len(kinds) > 1:
             raise PolicyError("allow: 'public' lets everyone in and cannot be combined with other alternatives")
+        if "public" in kinds and self.attestation is not None:
+            raise PolicyError("attestation: a public route lets everyone in: it cannot require an attestation")
+        if self.attestation is not None and not isinstance(self.attestation, Attestation):
+            raise PolicyError("attestation: must be an Attestation")
         if kinds.count("x402") > 1:
             raise PolicyError("allow: at most one x402 alternative per route")
         for alt in alternatives:
@@ -252,6 +321,10 @@ class Policy:
 
     def mechanisms(self) -> frozenset[str]:
         return frozenset(a.mechanism for r in self.routes for a in r.alternatives)
+
+    def attestation_issuers(self) -> frozenset[str]:
+        """Every issuer a route's attestation names (each must be trusted where the policy is enforced)."""
+        return frozenset(i for r in self.routes if r.attestation is not None for i in r.attestation.issuers)
 
     def all_scopes(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}

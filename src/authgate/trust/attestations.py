@@ -10,6 +10,8 @@ attestation copied from another agent is worthless.
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,9 +37,20 @@ class Requirement:
 
 
 def _satisfies(value: Any, expected: Any) -> bool:
+    """``True``: present and truthy; anything else: equal *and of the same JSON type* (in Python ``True == 1``,
+    but an attested ``true`` is not the number 1, nor ``1`` the boolean)."""
     if expected is True:
         return value is not None and value is not False and value != ""
-    return bool(value == expected)
+    if isinstance(expected, bool) or isinstance(value, bool):
+        return value is expected
+    return type(value) is type(expected) and bool(value == expected)
+
+
+def encode_requirement(requirement: Mapping[str, Any]) -> str:
+    """The ``Authgate-Attestation-Required`` value for a requirement's public form (``{"claims": …,
+    "issuers": […]}``): base64url, unpadded, of its compact JSON."""
+    raw = json.dumps(dict(requirement), separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def split_header(values: Iterable[str]) -> list[str]:

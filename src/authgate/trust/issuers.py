@@ -3,6 +3,10 @@
 Keys are resolved at configuration time into ``issuer -> kid -> key`` (no fetch on the hot path, like
 agentgateway's JWT module); a token is accepted only if its ``iss`` is configured *and* its ``kid`` is one of
 that issuer's keys, so a key trusted for one issuer never vouches for another.
+
+An issuer can also be *live* (``add_source``): its JWKS comes from a callable, re-read by ``refresh()`` — how a
+gateway inside ``authgate serve`` trusts the server's own key ring, whose keys rotate. ``refresh`` re-imports keys
+only when the document changed, so calling it before each verification costs a dict comparison.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import base64
 import binascii
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from joserfc import jws
@@ -42,8 +46,23 @@ class TrustedIssuers:
 
     def __init__(self, issuers: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self._keys: dict[str, dict[str, Key]] = {}
+        self._sources: dict[str, Callable[[], Awaitable[Mapping[str, Any]]]] = {}
+        self._seen: dict[str, Mapping[str, Any]] = {}
         for issuer, jwks in (issuers or {}).items():
             self.add(issuer, jwks)
+
+    def add_source(self, issuer: str, jwks: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
+        """Trust ``issuer`` with the keys ``jwks()`` returns at each ``refresh`` (e.g. ``ctx.keys.jwks``)."""
+        self._sources[issuer] = jwks
+        self._keys.setdefault(issuer, {})
+
+    async def refresh(self) -> None:
+        """Re-read the live issuers' key sets; a no-op without live issuers."""
+        for issuer, source in self._sources.items():
+            document = await source()
+            if self._seen.get(issuer) != document:
+                self.add(issuer, document)
+                self._seen[issuer] = document
 
     def add(self, issuer: str, jwks: Mapping[str, Any]) -> None:
         keys: dict[str, Key] = {}

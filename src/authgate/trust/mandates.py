@@ -148,6 +148,7 @@ class MandateVerifier:
 
     async def verify(self, token: str, *, agent: str | Sequence[str] | None, now: int) -> Mandate:
         """Signature, issuer, expiry, shape, agent binding and revocation; no route/payment checks."""
+        await self.issuers.refresh()
         claims = self.issuers.verify(token, typ=w.MANDATE_TYP, now=now, errors=_ERRORS)
         jti, sub, bound = claims.get("jti"), claims.get("sub"), claims.get(w.CLAIM_AGENT)
         if not all(isinstance(v, str) and v for v in (jti, sub, bound)):

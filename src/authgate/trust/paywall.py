@@ -2,15 +2,20 @@
 
 Called for every new payment after the offer matched and before ``/verify``, with the payer known:
 
-1. kill switch: the payer address, and the client/subject of a bearer token the request already passed
-   (``scope["state"]["authgate"]``, set by AuthGateMiddleware / the gateway) → 403 ``agent_disabled``;
+1. kill switch: the payer address, and the identity the request also proved (below) → 403 ``agent_disabled``;
 2. attestations, when this path requires them (``attestations``: path prefix → Requirement, checked against
    ``Authgate-Attestation`` headers) → 403 ``attestation_*``;
 3. mandate: an ``Authgate-Mandate`` header (or ``require_mandate``) is verified offline and must cover method,
    path, payee, asset and amount; its period counter is charged → 403 ``mandate_*``;
-4. budget of the agent (client_id when authenticated, else the payer address): charged atomically; over a
-   limit → 403 ``budget_approval_pending`` with ``approval_id`` (repeat with ``Authgate-Approval: <id>``) or
-   ``budget_exceeded``; a denied approval → 403 ``budget_approval_denied``.
+4. budget of the agent — its proved identity when there is one, else the payer address: charged atomically;
+   over a limit → 403 ``budget_approval_pending`` with ``approval_id`` (repeat with ``Authgate-Approval: <id>``)
+   or ``budget_exceeded``; a denied approval → 403 ``budget_approval_denied``.
+
+The identity a paying request also proved, in the order looked at: ``scope["state"]["authgate.presented"]`` (a
+bearer token or Agent Auth signature PolicyMiddleware / the gateway verified before the payment), the access
+claims of AuthGateMiddleware (``state["authgate"]``: client_id and subject), the caller of AgentAuthResource
+(``state["agentauth"]``: the agent id of an agent token, or the person and key thumbprint of a person/auth
+token). An identity that was not proved (no credential, or one that failed) is not used: the payer address is.
 
 It returns a release callback; the paywall calls it when verify or settle then fails, so what was counted
 is given back (a payment is counted only if it happened).
@@ -22,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from authgate.clock import Clock
+from authgate.policy.identity import PRESENTED_KEY, Identity, agentauth_identity
 from authgate.resource.verifier import AccessClaims
 from authgate.trust import wire as w
 from authgate.trust.attestations import Requirement, check_attestations, split_header
@@ -41,8 +47,24 @@ def _headers(scope: Mapping[str, Any], name: str) -> list[str]:
     return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == raw]
 
 
+def proved_identity(scope: Mapping[str, Any]) -> Identity | None:
+    """The identity a paying request proved besides its payment (see the module docstring), or None."""
+    state = scope.get("state") or {}
+    presented = state.get(PRESENTED_KEY)
+    if isinstance(presented, Identity):
+        return presented
+    claims = state.get("authgate")
+    if isinstance(claims, AccessClaims):
+        return Identity("oauth", subject=claims.subject, agent=claims.client_id)
+    caller = state.get("agentauth")
+    if isinstance(caller, Mapping) and isinstance(caller.get("claims"), Mapping) and \
+            isinstance(caller.get("jkt"), str) and isinstance(caller["claims"].get("sub"), str):
+        return agentauth_identity(str(caller.get("typ")), caller["claims"], caller["jkt"])
+    return None
+
+
 class PaymentTrustGuard:
-    def __init__(self, trust: TrustStore, clock: Clock, *, killswitch: KillSwitch | None = None,
+    def __init__(self, trust: TrustStore | None, clock: Clock, *, killswitch: KillSwitch | None = None,
                  budgets: BudgetGuard | None = None, mandates: MandateVerifier | None = None,
                  require_mandate: bool = False, attestations: Mapping[str, Requirement] | None = None,
                  issuers: TrustedIssuers | None = None) -> None:
@@ -69,14 +91,16 @@ class PaymentTrustGuard:
         now = int(self.clock.now())
         method, path = str(scope.get("method", "GET")), str(scope.get("path", "/"))
         payer = payer.lower()
-        claims = (scope.get("state") or {}).get("authgate")
-        client_id = claims.client_id if isinstance(claims, AccessClaims) else None
-        subject = claims.subject if isinstance(claims, AccessClaims) else None
-        agents = [a for a in (client_id, payer) if a]
+        who = proved_identity(scope)
+        agent = who.agent if who is not None else None
+        subject = who.subject if who is not None else None
+        client_id = agent if who is not None and who.mechanism in ("oauth", "aauth") else None
+        agents = [a for a in (agent, payer) if a]
         if self.killswitch is not None:
             await self.killswitch.check(agents=agents, clients=[client_id], users=[subject])
         requirement = self._requirement(path)
         if requirement is not None and self.issuers is not None:
+            await self.issuers.refresh()
             check_attestations(split_header(_headers(scope, w.ATTESTATION_HEADER)), requirement, agent=agents,
                                issuers=self.issuers, now=now)
         amount_text = str(requirements.amount)
@@ -103,7 +127,7 @@ class PaymentTrustGuard:
         if self.budgets is not None:
             approval = _headers(scope, w.APPROVAL_HEADER)
             try:
-                charged: Charged = await self.budgets.charge(client_id or payer, payee, amount,
+                charged: Charged = await self.budgets.charge(agent or payer, payee, amount,
                                                              approval_id=approval[0].strip() if approval else None,
                                                              resource=path[:500])
             except TrustError:

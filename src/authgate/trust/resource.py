@@ -2,14 +2,16 @@
 
 JWT access tokens verify offline, so without this a killed client's token keeps working until it expires.
 ``KillSwitchVerifier(inner, switch)`` verifies with ``inner`` and then consults the kill list (the client, the
-subject, and an acting agent in ``act.sub``); a hit is an ordinary ``invalid_token`` rejection. The switch
+subject, and an acting agent in ``act.sub``); a hit is an ordinary ``invalid_token`` rejection (reason
+``killed``), and a kill list that cannot be read is ``VerifierUnavailable`` (503), never a pass. The switch
 needs the issuer's database: ``KillSwitch(TrustStore(await Store.open(url, run_migrations=False)))`` in a
 separate resource server, ``ctx.killswitch`` inside authgate's own process.
 """
 
 from __future__ import annotations
 
-from authgate.resource.verifier import AccessClaims, TokenRejected, TokenVerifier
+from authgate.resource.verifier import AccessClaims, TokenRejected, TokenVerifier, VerifierUnavailable
+from authgate.trust.errors import STORE_ERRORS
 from authgate.trust.killswitch import KillSwitch
 
 
@@ -26,8 +28,11 @@ class KillSwitchVerifier:
         claims = await self.inner.verify(token)
         act = claims.claims.get("act")
         actor = act.get("sub") if isinstance(act, dict) else None
-        hit = await self.switch.killed(clients=[claims.client_id], users=[claims.subject],
-                                       agents=[claims.client_id, actor if isinstance(actor, str) else None])
+        try:
+            hit = await self.switch.killed(clients=[claims.client_id], users=[claims.subject],
+                                           agents=[claims.client_id, actor if isinstance(actor, str) else None])
+        except STORE_ERRORS as exc:
+            raise VerifierUnavailable(f"kill list unreadable: {exc.__class__.__name__}") from None
         if hit is not None:
             raise TokenRejected("killed", hit.split(":", 1)[0])
         return claims

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from authgate.store import tables as t
 
@@ -137,26 +139,23 @@ class TrustStore:
     async def charge(self, key: str, buckets: list[Bucket], amount: int) -> int | None:
         """Charge ``amount`` to every bucket atomically; the index of the first bucket over its limit, or None.
 
-        Rows are created first (insert-if-absent, each in its own transaction, since a unique violation aborts
-        a PostgreSQL transaction), then updated in a fixed order in one transaction so two payers never
-        deadlock; PostgreSQL re-checks ``spent + amount <= limit`` on the locked row, SQLite has one writer."""
+        One transaction, buckets in a fixed order (two payers never deadlock): each row is created if absent
+        (``INSERT … ON CONFLICT DO NOTHING``, which waits for a concurrent creator instead of aborting), then
+        updated with ``spent + amount <= limit`` in the WHERE clause — PostgreSQL re-checks it on the locked
+        row, SQLite has one writer. Over a limit, the whole transaction (new rows included) is rolled back.
+        One commit per payment: the commit is most of the cost (PostgreSQL fsyncs it)."""
         if not 0 <= amount <= MAX_AMOUNT:
             raise ValueError("amount out of range")
         now = self._now()
         c = t.trust_spend.c
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         order = sorted(range(len(buckets)), key=lambda i: (buckets[i].period, buckets[i].payee))
-        for i in order:
-            try:
-                async with self.engine.begin() as conn:
-                    exists = (await conn.execute(sa.select(c.spent).where(
-                        c.key == key, c.period == buckets[i].period, c.payee == buckets[i].payee))).first()
-                    if exists is None:
-                        await conn.execute(sa.insert(t.trust_spend).values(
-                            key=key, period=buckets[i].period, payee=buckets[i].payee, spent=0, updated_at=now))
-            except sa.exc.IntegrityError:
-                pass
         try:
             async with self.engine.begin() as conn:
+                for i in order:
+                    await conn.execute(insert(t.trust_spend).values(
+                        key=key, period=buckets[i].period, payee=buckets[i].payee, spent=0, updated_at=now,
+                    ).on_conflict_do_nothing(index_elements=["key", "period", "payee"]))
                 for i in order:
                     b = buckets[i]
                     query = sa.update(t.trust_spend).where(c.key == key, c.period == b.period, c.payee == b.payee)

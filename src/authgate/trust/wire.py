@@ -15,6 +15,11 @@ header or separate with commas)::
 
     {"iss": issuer, "sub": agent id, "iat": …, "exp": …, "jti": …,
      "claims": {"employee_of": "example.com", "verified_adult": true, "kyc": "passed"}}
+
+A route policy that requires an attestation says so in every challenge and refusal of that route, in the
+response header ``Authgate-Attestation-Required``: base64url (no padding) of the JSON object
+``{"claims": {"verified_adult": true, "kyc": "passed"}, "issuers": ["https://kyc.example"]}`` (``issuers``
+absent: any issuer the resource trusts). ``true`` means "present and truthy"; any other value must be equal.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ MANDATE_HEADER = "Authgate-Mandate"
 ATTESTATION_HEADER = "Authgate-Attestation"
 #: Request header the agent repeats a decided budget approval in (the id from the refusal).
 APPROVAL_HEADER = "Authgate-Approval"
+#: Response header of a route that requires attestations (format above).
+ATTESTATION_REQUIRED_HEADER = "Authgate-Attestation-Required"
 
 #: Claim names.
 CLAIM_AGENT = "agent"
@@ -60,6 +67,8 @@ ERR_BUDGET_EXCEEDED = "budget_exceeded"
 ERR_BUDGET_PENDING = "budget_approval_pending"
 ERR_BUDGET_DENIED = "budget_approval_denied"
 ERR_KILLED = "agent_disabled"
+#: The trust database could not be reached: nothing was decided (503, ``Retry-After``).
+ERR_UNAVAILABLE = "temporarily_unavailable"
 
 #: Approval request kind for a payment over budget (approvals service).
 APPROVAL_KIND_BUDGET = "budget"

@@ -426,7 +426,9 @@ class _Exchange:
                 pending.on_release = await pw.guard(self.scope, requirements, claimed)
             except TrustError as exc:
                 await pw._release(pending)
-                raise _json_answer(exc.status, exc.body(), {"Access-Control-Expose-Headers": EXPOSE}) from None
+                expose = ", ".join([EXPOSE, *exc.headers])
+                raise _json_answer(exc.status, exc.body(), {**exc.headers, "Access-Control-Expose-Headers": expose}
+                                   ) from None
         try:
             verdict = await pw.facilitator.verify(payload, requirements)
         except Exception as exc:
