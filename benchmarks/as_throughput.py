@@ -197,12 +197,16 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=4000, help="requests per figure (default 4000)")
     ap.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     ap.add_argument("--postgres", metavar="URL", help="run authgate on this PostgreSQL database, not SQLite")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="server processes on each side: authgate serve --workers N, node:cluster with N (default 1)")
     ap.add_argument("--workers-compare", action="store_true",
                     help="also authgate with 1 and 2 worker processes on PostgreSQL (needs --postgres)")
     ap.add_argument("--quick", action="store_true", help="300 requests per figure, 8 connections (CI smoke run)")
     args = ap.parse_args()
     if args.quick:
         args.requests, args.connections = 300, 8
+    if args.processes > 1 and not args.postgres:
+        ap.error("--processes > 1 needs --postgres: several processes writing one SQLite file wait on its lock")
     node, npm = node_bin()
     install_peer(npm)
     print(f"hardware: {hardware()}")
@@ -213,14 +217,18 @@ def main() -> None:
         port = free_port()
         env = {"NODE_ENV": "production", "NODE_PATH": str(PEER_DIR / "node_modules")}
         shutil.copy(PEER_SCRIPT, PEER_DIR / "oidc_provider.mjs")
-        with process([node, str(PEER_DIR / "oidc_provider.mjs"), str(port), CLIENT_ID, CLIENT_SECRET], port, env,
-                     cwd=PEER_DIR):
-            rows["peer"] = asyncio.run(measure(f"oidc-provider {PEER_VERSION}", port, (CLIENT_ID, CLIENT_SECRET),
-                                               "/reg", total=args.requests, connections=args.connections))
+        procs = f"{args.processes} process{'es' if args.processes > 1 else ''}"
+        with process([node, str(PEER_DIR / "oidc_provider.mjs"), str(port), CLIENT_ID, CLIENT_SECRET,
+                      str(args.processes)], port, env, cwd=PEER_DIR):
+            rows["peer"] = asyncio.run(measure(f"oidc-provider {PEER_VERSION} ({procs})", port,
+                                               (CLIENT_ID, CLIENT_SECRET), "/reg", total=args.requests,
+                                               connections=args.connections))
         db = "PostgreSQL" if args.postgres else "SQLite"
         port = free_port()
-        with authgate(Path(tmp) / "one", port, args.postgres):
-            rows["ours"] = asyncio.run(measure(f"authgate ({db}, 1 process)", port, _authgate_client, "/register",
+        if args.postgres:
+            reset_postgres(args.postgres)
+        with authgate(Path(tmp) / "one", port, args.postgres, workers=args.processes):
+            rows["ours"] = asyncio.run(measure(f"authgate ({db}, {procs})", port, _authgate_client, "/register",
                                                total=args.requests, connections=args.connections))
         if args.workers_compare and args.postgres:
             reset_postgres(args.postgres)
