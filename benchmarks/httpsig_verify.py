@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -162,4 +161,10 @@ def main(seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    main(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("seconds", nargs="?", type=float, default=1.0, help="seconds per pass (default 1.0)")
+    parser.add_argument("--quick", action="store_true", help="0.2 s per pass (CI smoke run)")
+    cli = parser.parse_args()
+    main(0.2 if cli.quick else cli.seconds)

@@ -192,8 +192,13 @@ async def main(n: int, rounds: int, eth_tester_reads: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    flags = {a for a in sys.argv[1:] if a.startswith("--")}
-    numbers = [a for a in sys.argv[1:] if not a.startswith("--")]
-    count = int(numbers[0]) if numbers else 200
-    passes = int(numbers[1]) if len(numbers) > 1 else 3
-    asyncio.run(main(count, passes, eth_tester_reads="--eth-tester-reads" in flags))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("count", nargs="?", type=int, default=200, help="payments per pass (default 200)")
+    parser.add_argument("passes", nargs="?", type=int, default=3, help="passes (default 3)")
+    parser.add_argument("--eth-tester-reads", action="store_true", help="measure the old eth-tester read path")
+    parser.add_argument("--quick", action="store_true", help="40 payments, 1 pass (CI smoke run)")
+    cli = parser.parse_args()
+    count, passes = (40, 1) if cli.quick else (cli.count, cli.passes)
+    asyncio.run(main(count, passes, eth_tester_reads=cli.eth_tester_reads))
