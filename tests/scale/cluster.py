@@ -27,6 +27,15 @@ from tests.conftest import PG_URL, REQUIRE_PG, _postgres_unavailable
 
 REDIS_URL = os.environ.get("AUTHGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_REDIS = os.environ.get("AUTHGATE_REQUIRE_REDIS") == "1"
+#: Figures the scale tests measured, printed in pytest's terminal summary (tests/scale/conftest.py): visible in
+#: CI logs without ``-s``.
+FIGURES: list[str] = []
+
+
+def figure(line: str) -> None:
+    """Print a measured figure and keep it for the end-of-run summary."""
+    print(line)
+    FIGURES.append(line)
 
 
 async def _admin(statement: str) -> None:

@@ -40,7 +40,7 @@ from authgate.x402.chain import contract
 from authgate.x402.eip3009 import ExactEvmPayload
 from authgate.x402.wire import FacilitatorRequest, SettleResponse
 from tests.helpers import REDIRECT, add_client, add_user, authorize_params, pkce_pair, redirect_params
-from tests.scale.cluster import Cluster, fresh_database, server_env
+from tests.scale.cluster import Cluster, figure, fresh_database, server_env
 from tests.scale.test_exactly_once import _cookies, _field
 from tests.x402.facilitator_support import PAY_TO, pay, requirements
 from tests.x402.test_chain_suite import devchain_process
@@ -100,8 +100,8 @@ async def _scenario(c: Cluster, store: Store) -> None:
                 assert again.json()["error"] == "invalid_grant"  # consumed by the dead process: replay, revoked
                 lost += 1
         assert retried > 0, "the kill landed after every request was answered; nothing was tested"
-        print(f"answered before the kill: {CODES - retried}, retried: {retried}, of which consumed by the dead "
-              f"process: {lost}")
+        figure(f"crash, token issuance: answered before the kill: {CODES - retried}, retried: {retried}, of which "
+               f"consumed by the dead process: {lost}")
 
         # No half-written grant: the live refresh tokens in the database are exactly the ones the client holds.
         now = int(store.clock.now())
@@ -282,10 +282,10 @@ async def _settlement_scenario(c: Cluster, rpc: str, store: Store) -> None:
         assert [a.transaction.lower() if a else None for a in again] == [
             final[i].transaction.lower() for i in range(PAYMENTS)]
         assert await node.waiting() == 0 and await node.sent() - sent_before == sent
-        print(f"settlements: {PAYMENTS}; answered before the kill: {answered_ok}, cut off: {unanswered}; "
-              f"ledger at the kill: {dict(at_kill)}; transactions waiting in the mempool at the kill: "
-              f"{waiting_at_kill}; retry rounds: {rounds}; facilitator transactions: {sent} "
-              f"({sent - PAYMENTS} resubmissions that reverted)")
+        figure(f"crash, settlement: {PAYMENTS} settlements; answered before the kill: {answered_ok}, cut off: "
+               f"{unanswered}; ledger at the kill: {dict(at_kill)}; transactions waiting in the mempool at the "
+               f"kill: {waiting_at_kill}; retry rounds: {rounds}; facilitator transactions: {sent} "
+               f"({sent - PAYMENTS} resubmissions that reverted)")
 
 
 def test_kill_9_during_settlement_reconciles_every_payment_with_the_chain(tmp_path: Path) -> None:
@@ -452,9 +452,9 @@ async def _approval_scenario(c: Cluster, store: Store) -> None:
                 assert polled.status_code == 400 and polled.json()["error"] == "access_denied", polled.text
             replay = await http.post(c.urls[(i + 1) % 2] + "/token", data=form, auth=auth)
             assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant", replay.text
-        print(f"approvals: {APPROVALS}; answered before the kill: {APPROVALS - cut_off}, cut off: {cut_off} (of "
-              f"which decided by the dead process: {decided_unanswered}, still pending and decided after the "
-              f"restart: {decided_later})")
+        figure(f"crash, approval decisions: {APPROVALS} approvals; answered before the kill: "
+               f"{APPROVALS - cut_off}, cut off: {cut_off} (of which decided by the dead process: "
+               f"{decided_unanswered}, still pending and decided after the restart: {decided_later})")
 
 
 def test_kill_9_during_approval_decisions_leaves_each_decided_once_or_pending(tmp_path: Path) -> None:
