@@ -130,3 +130,27 @@ def test_cli_refuses_a_block_time_out_of_bounds(capsys: pytest.CaptureFixture[st
     for bad in ("0", "-1", "61"):
         assert main(["devchain", "--block-time", bad]) == 2
         assert "--block-time must be between" in capsys.readouterr().err
+
+
+def test_a_hash_in_no_block_is_answered_without_scanning_the_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eth-tester finds an unknown hash by reading every block (0.4 s at 600 blocks), and every receipt poll for
+    a waiting transaction asks for one: the node answers those itself."""
+    node = LocalNode(mempool=True)
+    mined = node.fund_eth("0x" + "33" * 20, 5)  # the node's own transactions are mined at once
+    waiting = node.request("eth_sendRawTransaction", [_raw(_count(node, FACILITATOR.address, "pending"))])
+    real = node._send
+
+    def no_lookups(method: str, params: list[object]) -> object:
+        assert method not in ("eth_getTransactionReceipt", "eth_getTransactionByHash"), method
+        return real(method, params)
+
+    monkeypatch.setattr(node, "_send", no_lookups)
+    assert node.request("eth_getTransactionReceipt", ["0x" + "22" * 32]) is None
+    assert node.request("eth_getTransactionByHash", ["0x" + "22" * 32]) is None
+    assert node.request("eth_getTransactionReceipt", [waiting]) is None
+    assert node.request("eth_getTransactionByHash", [waiting])["blockNumber"] is None
+    monkeypatch.setattr(node, "_send", real)
+    assert node.request("eth_getTransactionReceipt", [mined])["status"] == "0x1"
+    node.mine()
+    assert node.request("eth_getTransactionReceipt", [waiting])["status"] == "0x1"
+    assert node.request("eth_getTransactionReceipt", [waiting.upper().replace("0X", "0x")])["status"] == "0x1"

@@ -226,6 +226,10 @@ class LocalNode:
         self._lock = threading.RLock()
         #: Waiting transactions in arrival order (None: no mempool, every transaction is mined at once).
         self._mempool: list[_Waiting] | None = [] if mempool else None
+        #: Hashes of every transaction in a block. eth-tester looks an unknown hash up by scanning every block
+        #: (0.4 s at 600 blocks), and a receipt poll for a transaction not mined yet is exactly that: such
+        #: hashes are answered null here without asking it.
+        self._mined: set[str] = set()
         genesis = {
             to_canonical_address(address): {"balance": GENESIS_BALANCE, "nonce": 0, "code": b"", "storage": {}}
             # The zero address is the default sender of eth_call: eth-tester checks that it could pay for the gas.
@@ -269,6 +273,11 @@ class LocalNode:
                 answered, result = self._mempool_request(method, params)
                 if answered:
                     return result
+            if method in ("eth_getTransactionReceipt", "eth_getTransactionByHash") and len(params) == 1 \
+                    and _is_hash_text(params[0]):
+                if params[0].lower() not in self._mined:
+                    return None  # not in any block (nor, with a mempool, waiting: answered above)
+                params = [params[0].lower()]  # hex is case-insensitive; eth-tester wants lower case
             if method in ("eth_call", "eth_estimateGas", "eth_sendRawTransaction", "eth_blockNumber",
                           "eth_getBlockByNumber"):
                 self._tick()
@@ -283,6 +292,9 @@ class LocalNode:
                 response = self._send(method, params)
             except Exception as exc:  # eth-tester raises for reverts and for malformed input alike
                 raise _rpc_error(exc) from None
+            if method == "eth_sendRawTransaction" and isinstance(response.get("result"), str | bytes):
+                mined = response["result"]
+                self._mined.add((mined if isinstance(mined, str) else "0x" + mined.hex()).lower())
         if "error" in response:
             error = response["error"]
             raise RpcError(int(error.get("code", -32000)), str(error.get("message", "error"))[:500])
@@ -437,6 +449,7 @@ class LocalNode:
                     log.info("devchain dropped transaction %s (%s)", entry.tx_hash, type(exc).__name__)
                     continue
                 included += 1
+                self._mined.add(entry.tx_hash)
             if included:
                 self._tester.mine_blocks(1)
             return included
@@ -521,6 +534,11 @@ def _conform_log(entry: Any) -> Any:
         entry = {k: v for k, v in entry.items() if k != "type"}
         entry["removed"] = False
     return entry
+
+
+def _is_hash_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 66 and value.startswith("0x") \
+        and all(c in "0123456789abcdefABCDEF" for c in value[2:])
 
 
 def _is_address_text(value: str) -> bool:
