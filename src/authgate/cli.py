@@ -599,7 +599,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_devchain(args: argparse.Namespace) -> int:
     from authgate.config import is_loopback_host
-    from authgate.x402.chain.devchain import parse_fund, serve
+    from authgate.x402.chain.devchain import MAX_BLOCK_TIME, MIN_BLOCK_TIME, parse_fund, serve
 
     for spec in args.fund:
         try:
@@ -607,9 +607,13 @@ def cmd_devchain(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"authgate devchain: {exc}", file=sys.stderr)
             return 2
+    if args.block_time is not None and not MIN_BLOCK_TIME <= args.block_time <= MAX_BLOCK_TIME:
+        print(f"authgate devchain: --block-time must be between {MIN_BLOCK_TIME:g} and {MAX_BLOCK_TIME:g} seconds",
+              file=sys.stderr)
+        return 2
     if not is_loopback_host(args.host):
         print(f"authgate devchain: warning: serving test money on non-loopback {args.host}", file=sys.stderr)
-    asyncio.run(serve(args.host, args.port, list(args.fund)))
+    asyncio.run(serve(args.host, args.port, list(args.fund), block_time=args.block_time))
     return 0
 
 
@@ -747,6 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8545, help="port (default 8545)")
     p.add_argument("--fund", action="append", default=[], metavar="LABEL=USDC",
                    help="mint test USDC (and gas money) to a labelled account or 0x address; repeatable")
+    p.add_argument("--block-time", type=float, default=None, metavar="SECONDS",
+                   help="keep a mempool and mine a block every SECONDS, like a real chain (default: each "
+                        "transaction is mined at once)")
     p.set_defaults(func=cmd_devchain)
     return parser
 

@@ -223,6 +223,11 @@ class Settings:
     #: blindly); keep it below the callers' HTTP timeout (Python SDK: 90 s). The only receipt timeout: the
     #: unreleased ``x402_receipt_timeout`` it overlapped with was removed.
     x402_settle_timeout: int = 60
+    #: Seconds a facilitator that reserved a settlement has to record its transaction hash before another
+    #: process (or itself, restarted) may reconcile the attempt with the chain and take it over: after a
+    #: facilitator died between reserving and submitting, retries answer ``settlement_pending`` this long.
+    #: Keep it well above the node's submission latency; a takeover never charges twice either way.
+    x402_settle_lease: int = 60
 
     # -- route-policy gateway (authgate.gateway; docs/gateway.md) --------------------------------------------
     #: A gateway file (``authgate gateway``'s format) to serve inside ``authgate serve``: every request that no
@@ -426,6 +431,8 @@ def _validate_x402_facilitator(s: Settings) -> None:
         raise ConfigError("x402_facilitator_token must be 16 to 512 printable ASCII characters without spaces")
     if not 1 <= s.x402_settle_timeout <= 3600:
         raise ConfigError("x402_settle_timeout must be between 1 and 3600 seconds")
+    if not 2 <= s.x402_settle_lease <= 3600:
+        raise ConfigError("x402_settle_lease must be between 2 and 3600 seconds")
 
 
 def _validate_x402_chain(s: Settings) -> None:

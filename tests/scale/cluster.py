@@ -27,6 +27,15 @@ from tests.conftest import PG_URL, REQUIRE_PG, _postgres_unavailable
 
 REDIS_URL = os.environ.get("AUTHGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_REDIS = os.environ.get("AUTHGATE_REQUIRE_REDIS") == "1"
+#: Figures the scale tests measured, printed in pytest's terminal summary (tests/scale/conftest.py): visible in
+#: CI logs without ``-s``.
+FIGURES: list[str] = []
+
+
+def figure(line: str) -> None:
+    """Print a measured figure and keep it for the end-of-run summary."""
+    print(line)
+    FIGURES.append(line)
 
 
 async def _admin(statement: str) -> None:
@@ -74,15 +83,21 @@ def fresh_database() -> Iterator[str]:
 
 
 class Cluster:
-    """``n`` server processes started together; ``urls[i]`` is process i's base URL."""
+    """``n`` server processes started together; ``urls[i]`` is process i's base URL.
 
-    def __init__(self, env: dict[str, str], n: int, extra_args: tuple[str, ...] = ()) -> None:
+    ``command`` is the ``authgate`` subcommand (``serve``, or ``facilitator``); ``health`` the path that
+    answers 200 once a process is ready."""
+
+    def __init__(self, env: dict[str, str], n: int, extra_args: tuple[str, ...] = (), *, command: str = "serve",
+                 health: str = "/health") -> None:
         self.env = env
         self.ports = [free_port() for _ in range(n)]
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
         self.procs: list[subprocess.Popen[str]] = []
         self.outputs: list[str] = []
         self.extra_args = extra_args
+        self.command = command
+        self.health = health
 
     def start(self, timeout: float = 60) -> None:
         # The first process migrates the empty database alone; the rest then start in parallel.
@@ -93,7 +108,7 @@ class Cluster:
             self._wait(i, timeout)
 
     def _spawn(self, port: int) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "authgate.cli", "serve", "--port", str(port),
+        return subprocess.Popen([sys.executable, "-m", "authgate.cli", self.command, "--port", str(port),
                                  *self.extra_args], env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
 
@@ -101,7 +116,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(self.urls[i] + "/health", timeout=2).status_code == 200:
+                if httpx.get(self.urls[i] + self.health, timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

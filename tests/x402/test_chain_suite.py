@@ -120,12 +120,21 @@ def jsonrpc_chain(url: str, key: str = localchain.FACILITATOR_KEY, chain_id: int
                         token_name=localchain.TOKEN_NAME, token_version=localchain.TOKEN_VERSION, poll_interval=0.05)
 
 
-@pytest.fixture(params=["embedded", "jsonrpc"])
+@pytest.fixture(scope="module")
+def devchain_blocks_url() -> Iterator[str]:
+    """A devchain with a mempool and a block every 0.1 s: the suite holds when receipts take a block to come."""
+    with devchain_process("--block-time", "0.1") as url:
+        yield url
+
+
+@pytest.fixture(params=["embedded", "jsonrpc", "jsonrpc-mempool"])
 async def chain(request: pytest.FixtureRequest) -> AsyncIterator[Chain]:
     if request.param == "embedded":
         built: Chain = EmbeddedChain()
-    else:
+    elif request.param == "jsonrpc":
         built = jsonrpc_chain(request.getfixturevalue("devchain_url"))
+    else:
+        built = jsonrpc_chain(request.getfixturevalue("devchain_blocks_url"))
     try:
         yield built
     finally:

@@ -62,11 +62,22 @@ async def test_facilitator_can_be_disabled_and_protected(ctx: ServerContext) -> 
 
 @pytest.mark.parametrize(("field", "value"), [
     ("x402_facilitator_token", "short"), ("x402_facilitator_token", "has spaces in it, sixteen+"),
-    ("x402_settle_timeout", 0), ("x402_settle_timeout", 100_000),
+    ("x402_settle_timeout", 0), ("x402_settle_timeout", 100_000), ("x402_settle_lease", 1),
+    ("x402_settle_lease", 3601),
 ])
 def test_settings_are_validated(tmp_path: Path, field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         Settings(data_dir=tmp_path, **{field: value}).validate()  # type: ignore[arg-type]
+
+
+async def test_the_lease_setting_reaches_the_facilitator(tmp_path: Path, store: Store) -> None:
+    from authgate.x402.facilitator.mount import LazyFacilitator
+
+    lazy = LazyFacilitator(Settings(data_dir=tmp_path, x402_settle_lease=7), store)
+    try:
+        assert (await lazy.get()).lease_seconds == 7
+    finally:
+        await lazy.aclose()
 
 
 def test_payments_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

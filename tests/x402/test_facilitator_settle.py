@@ -17,6 +17,7 @@ from authgate.x402 import errors as e
 from authgate.x402 import localchain
 from authgate.x402.chain.base import ChainUnavailable, TransferAuthorization
 from authgate.x402.chain.embedded import EmbeddedChain
+from authgate.x402.chain.node import LocalNode
 from authgate.x402.eip3009 import ExactEvmPayload
 from authgate.x402.facilitator.http import create_facilitator_app
 from authgate.x402.facilitator.service import Facilitator
@@ -254,3 +255,39 @@ async def _reserve_as_dead_owner(store: Store, p: PaymentPayload, req: PaymentRe
         digest="0x" + digest.hex(), valid_before=a.valid_before + 1000, owner="deadbeef",
         lease_until=int(clock.now()) + 60,
     ))
+
+
+async def test_takeover_resubmission_that_loses_to_the_dead_owners_mempool_transaction_is_settled(
+        store: Store, clock: FrozenClock) -> None:
+    """The owner broadcast its transaction and died before recording the hash; the transaction waits in the
+    mempool past the lease, so the retry finds the nonce unused, takes over and submits again. Both are mined,
+    the first pays and the resubmission reverts: the payment is settled by the first, never recorded as failed
+    while the money moved (it was, before the receipt's revert was reconciled with the chain)."""
+    chain = EmbeddedChain(node=LocalNode(mempool=True))
+    try:
+        key, address = new_payer()
+        await chain.mint(address, 1_000_000)
+        facilitator = Facilitator({localchain.NETWORK: chain}, store, settle_timeout=30, poll_interval=0.01)
+        req = requirements(timeout=600)
+        p = pay(key, req)
+        await _reserve_as_dead_owner(store, p, req, clock)
+        dead_owners_tx = await chain.submit_transfer(_transfer(p, req))  # broadcast, never recorded
+        assert await chain.wait_receipt(dead_owners_tx, 0) is None  # still waiting for a block
+        clock.advance(120)  # the lease ran out
+
+        async def block_once_both_wait() -> int:
+            while chain.node.waiting < 2:  # noqa: ASYNC110 (the node has no event: poll its mempool)
+                await asyncio.sleep(0.01)  # until the takeover's resubmission joined the dead owner's one
+            return await asyncio.to_thread(chain.node.mine)
+
+        miner = asyncio.ensure_future(block_once_both_wait())
+        result = await facilitator.settle(p, req)
+        assert await miner == 2
+        assert (result.success, result.transaction, result.error_reason) == (True, dead_owners_tx, None)
+        [row] = await store.payments.list()
+        assert (row.status, row.tx_hash) == ("settled", dead_owners_tx)
+        assert await chain.balance_of(TOKEN, address) == 1_000_000 - 10_000
+        again = await facilitator.settle(p, req)  # and the agent's next retry hears the same
+        assert (again.success, again.transaction) == (True, dead_owners_tx)
+    finally:
+        await chain.aclose()

@@ -1,7 +1,8 @@
 """``authgate devchain``: the embedded chain served as a JSON-RPC node over HTTP.
 
 For setups where several processes must see one chain: two authgate servers sharing PostgreSQL, or the official
-x402 SDK's facilitator (``FacilitatorWeb3Signer(rpc_url=...)``) next to ours. Answers the methods web3 and the SDK
+x402 SDK's facilitator (``FacilitatorWeb3Signer(rpc_url=...)``) next to ours; with ``--block-time`` it keeps a
+mempool and mines a block per period, like a real chain. Answers the methods web3 and the SDK
 use (:data:`authgate.x402.chain.node.METHODS`), single calls or batches of up to 100; the body is capped at
 :data:`MAX_BODY` bytes. It binds to loopback unless told otherwise: it is test money, but an open node still
 burns CPU for anyone who finds it.
@@ -113,10 +114,32 @@ async def mint_via_rpc(rpc_url: str, address: str, amount: int, *, wait: float =
         await deployer.aclose()
 
 
-async def serve(host: str, port: int, specs: list[str], log_level: str = "warning") -> None:
+#: Bounds of ``--block-time`` in seconds.
+MIN_BLOCK_TIME, MAX_BLOCK_TIME = 0.05, 60.0
+
+
+async def produce_blocks(node: LocalNode, block_time: float) -> None:
+    """Mine the mempool every ``block_time`` seconds, for ever (cancel the task to stop)."""
+    loop = asyncio.get_running_loop()
+    next_block = loop.time() + block_time
+    while True:
+        await asyncio.sleep(max(0.0, next_block - loop.time()))
+        next_block += block_time
+        try:
+            await asyncio.to_thread(node.mine)
+        except Exception:  # a bug in mining must not stop block production silently
+            log.exception("devchain: mining a block failed")
+
+
+async def serve(host: str, port: int, specs: list[str], log_level: str = "warning",
+                block_time: float | None = None) -> None:
+    """Serve the node; with ``block_time``, transactions wait in a mempool and a block is mined every
+    ``block_time`` seconds (like a real chain), else each transaction is mined at once."""
+    import functools
+
     import uvicorn
 
-    node = await asyncio.to_thread(LocalNode)
+    node = await asyncio.to_thread(functools.partial(LocalNode, mempool=block_time is not None))
     funded = await asyncio.to_thread(fund, node, specs)
     config = uvicorn.Config(create_app(node), host=host, port=port, log_level=log_level, access_log=False,
                             server_header=False, proxy_headers=False, log_config=None)
@@ -129,7 +152,14 @@ async def serve(host: str, port: int, specs: list[str], log_level: str = "warnin
     ]
     lines += [f"  funded {name}: {address}  {Decimal(atomic) / 10**localchain.TOKEN_DECIMALS} USDC"
               for name, address, atomic in funded]
+    lines.append(f"  blocks: every {block_time:g} s, transactions wait in a mempool" if block_time is not None
+                 else "  blocks: one per transaction, mined at once")
     print("\n".join(lines), flush=True)
-    await server.serve()
+    producer = asyncio.create_task(produce_blocks(node, block_time)) if block_time is not None else None
+    try:
+        await server.serve()
+    finally:
+        if producer is not None:
+            producer.cancel()
 
 

@@ -23,6 +23,12 @@ block, executes each call in a snapshot that is reverted, and builds the very tr
 same code against the same state: same output, same revert payloads, same JSON-RPC errors. Anything outside that
 common shape (fee fields, other block tags, a transaction py-evm refuses) takes the eth-tester path as before.
 
+Mempool mode (``LocalNode(mempool=True)``, ``authgate devchain --block-time S``): transactions wait in a
+mempool, as on a real chain, until :meth:`LocalNode.mine` puts all of them into one block; ``eth_getTransaction
+Receipt`` answers null until then and ``eth_getTransactionCount`` at ``pending`` counts them. That is what a
+crash test needs (a facilitator killed while its transactions wait for a block) and what keeps block time on
+the clock under sustained load (one block per period, not one per transaction).
+
 Not thread-safe by itself: every public method takes the node's lock.
 """
 
@@ -35,6 +41,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
@@ -84,6 +91,22 @@ METHODS = frozenset(
 )
 #: Bounds on one HTTP body's work: a JSON-RPC batch of at most this many calls.
 MAX_BATCH = 100
+
+
+#: Transactions one sender may have waiting in the mempool (a bound on what one client can queue).
+MAX_PENDING_PER_SENDER = 4096
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A transaction in the mempool: its hash, signed bytes, sender, nonce and what it may cost the sender."""
+
+    tx_hash: str
+    raw: bytes
+    sender: str
+    nonce: int
+    cost: int
+    view: dict[str, Any]
 
 
 class RpcError(Exception):
@@ -189,15 +212,24 @@ def _call_failure(computation: Any) -> RpcError:
 class LocalNode:
     """The embedded chain: eth-tester with TestUSDC deployed and the facilitator funded."""
 
-    def __init__(self, *, clock: Clock | Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Clock | Callable[[], float] = time.time, mempool: bool = False) -> None:
         """``clock``: authgate's injectable :class:`~authgate.clock.Clock` or a plain ``time.time``-like function.
         Chain time follows it forwards only: blocks never go back in time, so a clock set in the past (before the
-        genesis block, stamped with the real time) makes fresh authorizations look expired."""
+        genesis block, stamped with the real time) makes fresh authorizations look expired.
+
+        ``mempool``: transactions wait until :meth:`mine` (see the module docstring) instead of each being mined
+        into its own block at once."""
         from eth_tester import EthereumTester, PyEVMBackend
 
         started = time.perf_counter()
         self._clock: Callable[[], float] = clock if callable(clock) else clock.now
         self._lock = threading.RLock()
+        #: Waiting transactions in arrival order (None: no mempool, every transaction is mined at once).
+        self._mempool: list[_Waiting] | None = [] if mempool else None
+        #: Hashes of every transaction in a block. eth-tester looks an unknown hash up by scanning every block
+        #: (0.4 s at 600 blocks), and a receipt poll for a transaction not mined yet is exactly that: such
+        #: hashes are answered null here without asking it.
+        self._mined: set[str] = set()
         genesis = {
             to_canonical_address(address): {"balance": GENESIS_BALANCE, "nonce": 0, "code": b"", "storage": {}}
             # The zero address is the default sender of eth_call: eth-tester checks that it could pay for the gas.
@@ -237,6 +269,15 @@ class LocalNode:
         if method == "net_version":  # eth-tester says "1" (mainnet); nodes answer their chain id in decimal
             return str(localchain.CHAIN_ID)
         with self._lock:
+            if self._mempool is not None:
+                answered, result = self._mempool_request(method, params)
+                if answered:
+                    return result
+            if method in ("eth_getTransactionReceipt", "eth_getTransactionByHash") and len(params) == 1 \
+                    and _is_hash_text(params[0]):
+                if params[0].lower() not in self._mined:
+                    return None  # not in any block (nor, with a mempool, waiting: answered above)
+                params = [params[0].lower()]  # hex is case-insensitive; eth-tester wants lower case
             if method in ("eth_call", "eth_estimateGas", "eth_sendRawTransaction", "eth_blockNumber",
                           "eth_getBlockByNumber"):
                 self._tick()
@@ -251,6 +292,9 @@ class LocalNode:
                 response = self._send(method, params)
             except Exception as exc:  # eth-tester raises for reverts and for malformed input alike
                 raise _rpc_error(exc) from None
+            if method == "eth_sendRawTransaction" and isinstance(response.get("result"), str | bytes):
+                mined = response["result"]
+                self._mined.add((mined if isinstance(mined, str) else "0x" + mined.hex()).lower())
         if "error" in response:
             error = response["error"]
             raise RpcError(int(error.get("code", -32000)), str(error.get("message", "error"))[:500])
@@ -351,7 +395,7 @@ class LocalNode:
     def _own_transaction(self, to: str | None, data: bytes, *, value: int = 0, gas: int = 200_000) -> dict[str, Any]:
         with self._lock:
             # Asked each time: the deployer key is public, so a test may send its own transactions through RPC.
-            nonce = int(self.request("eth_getTransactionCount", [self._deployer.address, "latest"]), 16)
+            nonce = int(self.request("eth_getTransactionCount", [self._deployer.address, "pending"]), 16)
             tx: dict[str, Any] = {
                 "type": 2,
                 "chainId": localchain.CHAIN_ID,
@@ -366,6 +410,8 @@ class LocalNode:
                 tx["to"] = to
             raw = self._deployer.sign_transaction(tx).raw_transaction
             tx_hash = self.request("eth_sendRawTransaction", ["0x" + bytes(raw).hex()])
+            if self._mempool is not None:
+                self.mine()  # the node's own set-up transactions do not wait for the next block
             receipt: dict[str, Any] = self.request("eth_getTransactionReceipt", [tx_hash])
         if receipt["status"] != "0x1" and to is not None:
             raise RuntimeError(f"development transaction to {to} failed")
@@ -376,6 +422,94 @@ class LocalNode:
         pending = self._backend.chain.header.timestamp
         if now > pending:
             self._tester.time_travel(now)
+
+    # -- mempool mode ------------------------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """Transactions in the mempool (always 0 without one)."""
+        with self._lock:
+            return len(self._mempool or [])
+
+    def mine(self) -> int:
+        """Mine every waiting transaction, in arrival order, into one new block stamped with the clock's time;
+        the number included. A transaction the chain refuses at this point (its sender can no longer pay for the
+        gas) is dropped, as a node drops it, and never gets a receipt; one that reverts is included with status
+        0. Without a mempool, or with nothing waiting, nothing happens."""
+        with self._lock:
+            if not self._mempool:
+                return 0
+            waiting, self._mempool = self._mempool, []
+            self._tick()
+            included = 0
+            for entry in waiting:
+                try:
+                    self._backend.send_raw_transaction(entry.raw)  # applies it to the pending block
+                except Exception as exc:  # py-evm's validation errors: the transaction cannot be included
+                    log.info("devchain dropped transaction %s (%s)", entry.tx_hash, type(exc).__name__)
+                    continue
+                included += 1
+                self._mined.add(entry.tx_hash)
+            if included:
+                self._tester.mine_blocks(1)
+            return included
+
+    def _mempool_request(self, method: str, params: list[Any]) -> tuple[bool, Any]:
+        """The methods a mempool changes: (True, result) when answered here, (False, None) for the usual path."""
+        assert self._mempool is not None
+        if method == "eth_sendRawTransaction":
+            return True, self._enqueue(params)
+        if method == "eth_getTransactionCount" and len(params) == 2 and params[1] == "pending" \
+                and isinstance(params[0], str):
+            if not _is_address_text(params[0]):
+                return False, None  # eth-tester words the error
+            sender = params[0].lower()
+            latest = self._tester.get_nonce(to_checksum_address(sender))
+            return True, hex(latest + sum(1 for w in self._mempool if w.sender == sender))
+        if method == "eth_getTransactionByHash" and len(params) == 1 and isinstance(params[0], str):
+            wanted = params[0].lower()
+            for entry in self._mempool:
+                if entry.tx_hash == wanted:
+                    return True, dict(entry.view)
+        return False, None
+
+    def _enqueue(self, params: list[Any]) -> str:
+        """Check a raw transaction as a node's mempool would (decodes, recovers a sender, carries the next nonce,
+        its sender can pay for it) and queue it; its hash. The same bytes twice are the same transaction."""
+        assert self._mempool is not None
+        raw_hex = params[0] if len(params) == 1 else None
+        if not isinstance(raw_hex, str) or not raw_hex.startswith("0x") or len(raw_hex) > 2 * 128 * 1024:
+            raise RpcError(-32602, "invalid params: expected one 0x-hex signed transaction")
+        try:
+            raw = bytes.fromhex(raw_hex[2:])
+            tx = self._backend.chain.get_vm().get_transaction_builder().decode(raw)
+            sender = to_checksum_address(tx.sender)
+            tx.validate()
+        except Exception:  # rlp, signature recovery and py-evm validation raise many types
+            raise RpcError(-32602, "invalid params: not a valid signed transaction") from None
+        tx_hash = "0x" + bytes(tx.hash).hex()
+        if any(entry.tx_hash == tx_hash for entry in self._mempool):
+            return tx_hash  # already known: nodes accept a re-broadcast of the same bytes
+        chain_id = getattr(tx, "chain_id", localchain.CHAIN_ID)
+        if chain_id != localchain.CHAIN_ID:
+            raise RpcError(-32000, f"invalid chain id {chain_id}")
+        mine = [entry for entry in self._mempool if entry.sender == sender.lower()]
+        if len(mine) >= MAX_PENDING_PER_SENDER:
+            raise RpcError(-32000, "txpool is full for this sender")
+        expected = self._tester.get_nonce(sender) + len(mine)
+        if tx.nonce != expected:
+            word = "low" if tx.nonce < expected else "high"
+            raise RpcError(-32000, f"nonce too {word}: next nonce {expected}, tx nonce {tx.nonce}")
+        max_fee = getattr(tx, "max_fee_per_gas", None) or getattr(tx, "gas_price", 0)
+        cost = tx.gas * max_fee + tx.value
+        if self._tester.get_balance(sender) < cost + sum(entry.cost for entry in mine):
+            raise RpcError(-32000, "insufficient funds for gas * price + value")
+        view = {"hash": tx_hash, "from": sender, "to": to_checksum_address(tx.to) if tx.to else None,
+                "nonce": hex(tx.nonce), "value": hex(tx.value), "gas": hex(tx.gas),
+                "input": "0x" + bytes(tx.data).hex(), "blockHash": None, "blockNumber": None,
+                "transactionIndex": None}
+        self._mempool.append(_Waiting(tx_hash, raw, sender.lower(), tx.nonce, cost, view))
+        return tx_hash
 
 
 def _conform(method: str, params: list[Any], result: Any) -> Any:
@@ -400,6 +534,15 @@ def _conform_log(entry: Any) -> Any:
         entry = {k: v for k, v in entry.items() if k != "type"}
         entry["removed"] = False
     return entry
+
+
+def _is_hash_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 66 and value.startswith("0x") \
+        and all(c in "0123456789abcdefABCDEF" for c in value[2:])
+
+
+def _is_address_text(value: str) -> bool:
+    return len(value) == 42 and value.startswith("0x") and all(c in "0123456789abcdefABCDEF" for c in value[2:])
 
 
 def _envelope(request_id: Any, *, result: Any = None, error: RpcError | None = None) -> dict[str, Any]:

@@ -46,7 +46,8 @@ class LazyFacilitator:
                     self._chain = chain
                     self._facilitator = Facilitator(
                         {chain.network: chain}, self.store, clock=self.clock,
-                        settle_timeout=float(self.settings.x402_settle_timeout), on_settle=self.on_settle,
+                        settle_timeout=float(self.settings.x402_settle_timeout),
+                        lease_seconds=self.settings.x402_settle_lease, on_settle=self.on_settle,
                     )
                     log.info("x402 facilitator ready on %s (signer %s)", chain.network, chain.facilitator_address)
         return self._facilitator

@@ -12,7 +12,9 @@ Settlement is exactly-once per EIP-3009 authorization ``(network, asset, payer, 
    the receipt did not come in time) is **reconciled from the chain**: the transaction that used the nonce is
    looked up (``find_authorization_tx``) and its receipt decides; if none exists, the nonce is unused and the
    authorization still valid, the attempt is taken over and submitted again. A resubmission can never charge
-   twice: the token consumes the nonce once, and a "used" revert sends us back to the lookup.
+   twice: the token consumes the nonce once, and a "used" revert sends us back to the lookup, whether it comes
+   from the simulation or from the receipt (the dead owner's transaction was still in the mempool and was mined
+   first: the payment is settled by that one, not failed).
 
 ``settlement_pending`` (with the hash when known) answers a settle whose outcome is not known yet; the resource
 server retries once with the same payload and gets the recorded outcome.
@@ -220,6 +222,9 @@ class Facilitator:
         if receipt is None:
             return _failed(network, payer, e.SETTLEMENT_PENDING, "receipt not available yet", tx_hash)
         if receipt.status != 1:
+            winner = await self._settled_by_another(payment_id, network, payer, tx_hash)
+            if winner is not None:
+                return winner
             await self.store.payments.mark_failed(payment_id, e.TRANSACTION_FAILED, "transaction reverted", tx_hash)
             return _failed(network, payer, e.TRANSACTION_FAILED, "transaction reverted", tx_hash)
         if not receipt.transfer_logged:
@@ -227,6 +232,30 @@ class Facilitator:
             return _failed(network, payer, e.TRANSFER_EVENT_MISMATCH, None, tx_hash)
         await self.store.payments.mark_settled(payment_id, tx_hash)
         return SettleResponse(success=True, transaction=tx_hash, network=network, payer=payer)
+
+    async def _settled_by_another(self, payment_id: str, network: str, payer: str,
+                                  tx_hash: str) -> SettleResponse | None:
+        """A reverted transaction may have lost to another one carrying the same authorization: an owner died
+        after broadcasting but before recording its hash, its transaction was still waiting for a block when the
+        lease ran out, and the takeover's resubmission was mined after it. The first one paid; if the nonce was
+        used by a different, successful transaction, that one's receipt decides. None: nothing else used it."""
+        row = await self.store.payments.get(payment_id)
+        if row is None:
+            return None
+        chain = self.chains[network]
+        try:
+            nonce = bytes.fromhex(row.nonce[2:])
+        except ValueError:
+            return None
+        other = await chain.find_authorization_tx(row.asset, row.payer, nonce)
+        if other is None or other.lower() == tx_hash.lower():
+            return None
+        receipt = await chain.wait_receipt(other, 0.0)
+        if receipt is None or receipt.status != 1:
+            return None
+        log.info("x402 settle: payment %s was settled by an earlier transaction %s; %s reverted", payment_id,
+                 other, tx_hash)
+        return await self._finish(payment_id, network, payer, other, receipt)
 
     async def _reconcile_used(self, payment_id: str, network: str, verified: Verified) -> SettleResponse:
         """The chain says the nonce is used: find the transaction that used it and let its receipt decide."""
