@@ -185,7 +185,7 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         from authgate.policy.model import PolicyError
 
         try:
-            gateway = build_gateway(load_gateway_config(ctx.settings.gateway_config))
+            gateway = build_gateway(load_gateway_config(ctx.settings.gateway_config), metrics=ctx.metrics)
         except PolicyError as exc:
             raise ConfigError(str(exc)) from None
 

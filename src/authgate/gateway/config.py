@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from authgate.ops.metrics import Metrics
 from authgate.policy.loader import policy_from_dict, read_toml
 from authgate.policy.model import Policy, PolicyError
 
@@ -189,9 +190,10 @@ class GatewayApp:
 
 def build_gateway(config: GatewayConfig, *, upstream_transport: httpx.AsyncBaseTransport | None = None,
                   http_transport: httpx.AsyncBaseTransport | None = None,
-                  clock: Callable[[], float] = time.time) -> GatewayApp:
+                  clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> GatewayApp:
     """The gateway app. ``upstream_transport``/``http_transport`` (tests): how the upstream, and the AS,
-    person servers and facilitator, are reached (default: the network)."""
+    person servers and facilitator, are reached (default: the network). ``metrics``: where access decisions
+    and settlements are counted (``authgate serve`` passes its own; default: a registry of the gateway's)."""
     from authgate.gateway.proxy import Proxy
     from authgate.policy.enforce import PolicyMiddleware
 
@@ -263,5 +265,5 @@ def build_gateway(config: GatewayConfig, *, upstream_transport: httpx.AsyncBaseT
         closers.append(client.aclose)
         facilitator = client
     enforced = PolicyMiddleware(proxy, policy, bearer=bearer, agentauth=agentauth, facilitator=facilitator,
-                                base_url=config.public_url)
+                                base_url=config.public_url, metrics=metrics)
     return GatewayApp(enforced, closers)
