@@ -8,7 +8,9 @@ clients send.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from functools import cached_property
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 #: Mechanisms an agent can come in by (``none``: no credential presented) and what was decided
@@ -51,9 +53,18 @@ class Metrics:
             "authgate_paywall_settlements", "Settlements a paywall or the gateway asked its facilitator for, by "
             "network and outcome (settled, a failure reason, or skipped: the answer was 400 or more, nothing charged).",
             ["network", "outcome"], registry=r)
+        self.config_reloads = Counter("authgate_gateway_config_reloads", "Gateway configuration reloads: applied, or "
+                                      "rejected (the previous configuration stayed).", ["outcome"], registry=r)
         self.approval_latency = Histogram("authgate_approval_decision_seconds",
                                           "Time a person took to decide an approval request.",
                                           ["status"], buckets=_HUMAN_BUCKETS, registry=r)
+
+    @cached_property
+    def config_reload_ok(self) -> Gauge:
+        """1 while the gateway serves the configuration last asked for, 0 after a rejected reload (registered by
+        the gateway, so a server without one does not export it)."""
+        return Gauge("authgate_gateway_config_last_reload_successful",
+                     "1 if the last gateway configuration load or reload succeeded, else 0.", registry=self.registry)
 
     def access_decision(self, mechanism: str, outcome: str, seconds: float | None = None) -> None:
         if mechanism not in MECHANISMS or outcome not in OUTCOMES:
