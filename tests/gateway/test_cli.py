@@ -102,10 +102,11 @@ async def test_the_file_in_the_gateway_guide_is_valid_and_builds(tmp_path: Path)
 
     text = guide_file(tmp_path)
     config = gateway_config_from_dict(tomllib.loads(text), source="guide", env={
-        "AUTHGATE_GATEWAY_SECRET": "x" * 64}, base_dir=tmp_path)
+        "AUTHGATE_GATEWAY_SECRET": "x" * 64, "AUTHGATE_METRICS_TOKEN": "m" * 32}, base_dir=tmp_path)
     assert [r.label for r in config.policy.routes] == [
         "* /health", "GET /v1/forecast/*", "GET /v1/live", "DELETE,POST /v1/alerts/*", "GET /v1/account/*",
         "* /v1/account/*"]
     assert config.policy.mechanisms() == frozenset({"public", "oauth", "agentauth", "x402", "aauth"})
+    assert config.operations.upstream_ready_path == "/health" and config.operations.metrics_token_sha256
     app = build_gateway(config)
     await app.aclose()
