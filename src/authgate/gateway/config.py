@@ -8,7 +8,7 @@ One TOML file holds the gateway's own sections and the route policy (:mod:`authg
                                               # the Agent Auth resource id, and the origin of x402 offers
     identity = "signed"                       # "signed" (HMAC-SHA256 X-Authgate-* headers) | "plain" (private hop)
     identity_secret_env = "AUTHGATE_GATEWAY_SECRET"   # or identity_secret_file; >= 32 bytes
-    strip_cookies = false
+    strip_cookies = true                      # default; false forwards Cookie (an upstream with its own sessions)
     max_body = 10485760                       # request body limit, bytes
     connect_timeout = 5.0                     # seconds; also the wait for a pooled connection
     read_timeout = 60.0                       # seconds between two reads from the upstream (SSE: keep-alives)
@@ -64,7 +64,7 @@ class GatewayConfig:
     policy: Policy
     identity: str = "signed"
     identity_secret: bytes | None = field(default=None, repr=False)
-    strip_cookies: bool = False
+    strip_cookies: bool = True
     max_body: int = 10 * 1024 * 1024
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
@@ -155,7 +155,7 @@ def gateway_config_from_dict(data: Mapping[str, Any], *, source: str = "<gateway
             raise PolicyError(f"{source}: routes use {mech} but there is no [{section}] section")
     return GatewayConfig(
         upstream=gw["upstream"], public_url=gw["public_url"].rstrip("/"), policy=policy, identity=identity,
-        identity_secret=secret, strip_cookies=gw.get("strip_cookies", False),
+        identity_secret=secret, strip_cookies=gw.get("strip_cookies", True),
         max_body=gw.get("max_body", 10 * 1024 * 1024), connect_timeout=float(gw.get("connect_timeout", 5.0)),
         read_timeout=float(gw.get("read_timeout", 60.0)), max_connections=gw.get("max_connections", 100),
         oauth=oauth, agentauth=agentauth, x402=x402, source=source)

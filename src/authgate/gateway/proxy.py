@@ -6,10 +6,10 @@ Behind :class:`~authgate.policy.PolicyMiddleware` it forwards what the policy le
   ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``,
   ``Proxy-Authorization``) and ``Host`` are dropped; so is **every credential and payment header** —
   ``Authorization``, ``Signature``, ``Signature-Input``, ``Signature-Key``, ``Content-Digest`` when the request
-  was signed, ``PAYMENT-*``, ``X-PAYMENT``, ``SIGN-IN-WITH-X``, ``AAuth-*``, ``Cookie`` if configured — and
-  every ``X-Authgate-*`` header the client sent (no forged identity). The verified identity is added in
-  ``X-Authgate-*`` headers (:mod:`authgate.gateway.identity`), with ``Via`` and ``X-Forwarded-For/-Proto/
-  -Host``.
+  was signed, ``PAYMENT-*``, ``X-PAYMENT``, ``SIGN-IN-WITH-X``, ``AAuth-*``, ``Cookie`` (unless
+  ``strip_cookies=False``, for an upstream with its own cookie sessions) — and every ``X-Authgate-*`` header the
+  client sent (no forged identity). The verified identity is added in ``X-Authgate-*`` headers
+  (:mod:`authgate.gateway.identity`), with ``Via`` and ``X-Forwarded-For/-Proto/-Host``.
 * **Bodies** stream both ways unbuffered: the request body as it arrives (``max_body`` enforced from
   ``Content-Length`` up front and by counting), the response with ``aiter_raw`` (no decoding, so
   ``Content-Encoding`` and length pass unchanged), chunk by chunk, so server-sent events reach the client as
@@ -76,8 +76,9 @@ def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[str]:
     return out
 
 
-def forward_request_headers(scope: Scope, *, strip_cookies: bool = False) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop, ``Host``, credentials and identity headers."""
+def forward_request_headers(scope: Scope, *, strip_cookies: bool = True) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop, ``Host``, credentials and identity headers; ``Cookie`` too unless
+    ``strip_cookies`` is False (a cookie is a credential: an upstream with its own sessions opts out)."""
     raw: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
     drop = HOP_BY_HOP | _connection_tokens(raw) | CREDENTIALS | METHOD_OVERRIDES | {"host"}
     if strip_cookies:
@@ -107,7 +108,7 @@ class Proxy:
     HMAC key for ``signed`` identity headers (required then); ``plain`` sends them unsigned."""
 
     def __init__(self, upstream: str, *, identity: IdentityMode = "signed", identity_secret: bytes | None = None,
-                 strip_cookies: bool = False, max_body: int = 10 * 1024 * 1024, connect_timeout: float = 5.0,
+                 strip_cookies: bool = True, max_body: int = 10 * 1024 * 1024, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0, write_timeout: float = 60.0, max_connections: int = 100,
                  transport: httpx.AsyncBaseTransport | None = None,
                  clock: Callable[[], float] = time.time) -> None:
