@@ -40,8 +40,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 2
     routes = len(config.policy.routes)
     mechanisms = ", ".join(sorted(config.policy.mechanisms()))
+    exchange = f"; token exchange for {config.token_exchange.resource}" if config.token_exchange else ""
     if args.check:
-        print(f"{args.config}: ok ({routes} routes; {mechanisms}; upstream {config.upstream})")
+        print(f"{args.config}: ok ({routes} routes; {mechanisms}; upstream {config.upstream}{exchange})")
         return 0
     import uvicorn
 

@@ -9,7 +9,9 @@ Behind :class:`~authgate.policy.PolicyMiddleware` it forwards what the policy le
   was signed, ``PAYMENT-*``, ``X-PAYMENT``, ``SIGN-IN-WITH-X``, ``AAuth-*``, ``Cookie`` (unless
   ``strip_cookies=False``, for an upstream with its own cookie sessions) — and every ``X-Authgate-*`` header the
   client sent (no forged identity). The verified identity is added in ``X-Authgate-*`` headers
-  (:mod:`authgate.gateway.identity`), with ``Via`` and ``X-Forwarded-For/-Proto/-Host``.
+  (:mod:`authgate.gateway.identity`), with ``Via`` and ``X-Forwarded-For/-Proto/-Host``. With ``upstream_token``
+  (``[token_exchange]``, :mod:`authgate.gateway.exchange`) the only ``Authorization`` the upstream sees is a token
+  exchanged for its own audience; a refused exchange is answered here and nothing is forwarded.
 * **Bodies** stream both ways unbuffered: the request body as it arrives (``max_body`` enforced from
   ``Content-Length`` up front and by counting), the response with ``aiter_raw`` (no decoding, so
   ``Content-Encoding`` and length pass unchanged), chunk by chunk, so server-sent events reach the client as
@@ -34,6 +36,7 @@ import httpcore
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from authgate.errors import OAuthError
 from authgate.gateway.identity import PREFIX, identity_headers
 from authgate.policy.identity import STATE_KEY, Identity
 
@@ -111,7 +114,8 @@ class Proxy:
                  strip_cookies: bool = True, max_body: int = 10 * 1024 * 1024, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0, write_timeout: float = 60.0, max_connections: int = 100,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 upstream_token: Callable[[Scope], Awaitable[str | None]] | None = None) -> None:
         upstream = upstream.rstrip("/")
         url = httpx.URL(upstream)
         if url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
@@ -124,6 +128,9 @@ class Proxy:
         self.identity: IdentityMode = identity
         self.secret = identity_secret if identity == "signed" else None
         self.strip_cookies = strip_cookies
+        #: The credential the upstream gets (:class:`authgate.gateway.exchange.UpstreamTokens`): a token of its
+        #: own per request, or None for none; an OAuthError it raises is the answer, and nothing is forwarded.
+        self.upstream_token = upstream_token
         self.max_body = max_body
         self.clock = clock
         self.timeout = {"connect": connect_timeout, "read": read_timeout, "write": write_timeout,
@@ -200,6 +207,15 @@ class Proxy:
                          if declared.isdigit() else "Malformed Content-Length"})
             return
         has_body = declared not in (None, "0") or any(k == b"transfer-encoding" for k, _ in scope["headers"])
+        if self.upstream_token is not None:
+            try:
+                token = await self.upstream_token(scope)
+            except OAuthError as exc:
+                status, extra, payload = exc.render()
+                await _send(send, status, extra, payload)
+                return
+            if token is not None:
+                headers.append(("authorization", "Bearer " + token))
         try:
             answer = await self._open(method, path, headers, self._body(receive) if has_body else None)
         except _BodyTooLarge:
@@ -267,6 +283,13 @@ class Proxy:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _send(send: Send, status: int, headers: dict[str, str], payload: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+        (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 async def _json(send: Send, status: int, body: dict[str, str]) -> None:

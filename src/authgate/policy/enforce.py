@@ -45,7 +45,7 @@ from authgate.agentauth.signing import Caller
 from authgate.agentauth.tokens import scopes_of
 from authgate.crypto.httpsig import SignatureError
 from authgate.errors import InsufficientScope, InvalidToken, OAuthError, bearer_challenge
-from authgate.policy.identity import STATE_KEY, Identity
+from authgate.policy.identity import ALTERNATIVE_KEY, STATE_KEY, Identity
 from authgate.policy.model import X402, AAuth, AgentAuth, Alternative, OAuth, Policy, PolicyError, Route
 from authgate.resource.bearer import BearerGuard, TemporarilyUnavailable
 from authgate.resource.metadata import AAUTH_WELL_KNOWN, advertisable
@@ -190,6 +190,7 @@ class PolicyMiddleware:
                 return
             if identity is not None:
                 state[STATE_KEY] = identity
+                state[ALTERNATIVE_KEY] = alt
                 if attempt.claims is not None and identity.mechanism in ("oauth", "aauth"):
                     state[CLAIMS_STATE_KEY] = attempt.claims
                 await self.app(scope, receive, send)

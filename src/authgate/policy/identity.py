@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 STATE_KEY = "authgate.identity"
+#: The route alternative the request satisfied (:mod:`authgate.policy.model`), beside the identity: the gateway
+#: asks for that alternative's scopes when it exchanges the caller's token for an upstream one.
+ALTERNATIVE_KEY = "authgate.alternative"
 
 
 @dataclass(frozen=True)
