@@ -7,11 +7,12 @@ headers), and this client (one keep-alive ``httpx`` connection per target, seque
 proxied interleaved in rounds so that machine noise hits both). Routes through the gateway: ``/public`` (pure
 proxy cost) and ``/oauth`` (plus ES256 JWT verification and the scope check).
 
-Run: ``.venv/bin/python benchmarks/gateway_overhead.py [requests-per-round] [rounds]``.
+Run: ``.venv/bin/python benchmarks/gateway_overhead.py [requests-per-round] [rounds]`` (``--help``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -232,9 +233,22 @@ path = "/oauth"
           "a quiet machine: each extra process hop waits for a CPU)")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Gateway overhead: p50 latency through authgate gateway vs direct to the upstream, same run "
+                    "(issue #7 target: <= 1.5x).")
+    parser.add_argument("per_round", nargs="?", type=int, default=500, help="requests per target per round (500)")
+    parser.add_argument("rounds", nargs="?", type=int, default=10, help="rounds, targets interleaved (10)")
+    parser.add_argument("--upstream", nargs=3, metavar=("PORT", "ISSUER", "JWKS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.per_round < 10 or args.rounds < 1:
+        parser.error("per_round must be at least 10 and rounds at least 1")
+    return args
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--upstream":
-        upstream(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    arguments = parse_args(sys.argv[1:])
+    if arguments.upstream:
+        upstream(int(arguments.upstream[0]), arguments.upstream[1], arguments.upstream[2])
     else:
-        args = [int(a) for a in sys.argv[1:3]]
-        asyncio.run(main(*(args + [500, 10][len(args):])))
+        asyncio.run(main(arguments.per_round, arguments.rounds))
