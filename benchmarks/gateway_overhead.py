@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -97,8 +96,8 @@ class _InstantAnswer:
     status = 200
     headers = [(b"content-type", b"application/json"), (b"content-length", b"56")]
 
-    async def aiter_stream(self) -> AsyncIterator[bytes]:
-        yield b'{"city":"Lisbon","forecast":"sunny","temperature_c":21}'
+    async def small_body(self) -> bytes:
+        return b'{"city":"Lisbon","forecast":"sunny","temperature_c":21}'
 
     async def aclose(self) -> None:
         return None
@@ -107,7 +106,7 @@ class _InstantAnswer:
 class _InstantPool:
     """Stands in for the upstream connection pool: isolates the gateway's own code from sockets and servers."""
 
-    async def handle_async_request(self, request: object) -> _InstantAnswer:
+    async def request(self, *args: object, **kwargs: object) -> _InstantAnswer:
         return _InstantAnswer()
 
     async def aclose(self) -> None:

@@ -51,7 +51,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, os.environ.get("AUTHGATE_LOG_FORMAT", "text"))
     print(f"authgate gateway on http://{args.host}:{args.port} → {config.upstream} ({routes} routes; {mechanisms}; "
           f"identity {config.identity})", flush=True)
+    from authgate.gateway.serving import uvicorn_options
+
     # The upstream's Date and Server headers pass through: uvicorn must not add its own beside them.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False,
-                server_header=False, date_header=False, lifespan="on", log_config=None, access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(args.log_level))
     return 0

@@ -32,12 +32,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import httpcore
 import httpx
 from starlette.types import Receive, Scope, Send
 
 from authgate.errors import OAuthError
 from authgate.gateway.identity import PREFIX, identity_headers
+from authgate.gateway.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 from authgate.policy.identity import STATE_KEY, Identity
 
 logger = logging.getLogger("authgate.gateway")
@@ -58,17 +58,17 @@ class _BodyTooLarge(Exception):
     pass
 
 
-TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
-UPSTREAM_ERRORS = (httpx.HTTPError, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
-                   httpcore.ConnectionNotAvailable, *TIMEOUTS)
+TIMEOUTS = (httpx.TimeoutException, UpstreamTimeout)
+UPSTREAM_ERRORS = (httpx.HTTPError, UpstreamError)
 
 
 @dataclass(frozen=True)
 class _Answer:
     status: int
     headers: list[tuple[bytes, bytes]]
-    body: AsyncIterator[bytes]
+    body: AsyncIterator[bytes] | None  # None when ``whole`` holds all of it
     close: Callable[[], Awaitable[None]]
+    whole: bytes | None = None  # the entire body of a small answer, read before answering (one write)
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[str]:
@@ -135,18 +135,18 @@ class Proxy:
         self.clock = clock
         self.timeout = {"connect": connect_timeout, "read": read_timeout, "write": write_timeout,
                         "pool": connect_timeout}
-        # By default a bare httpcore pool: a proxy needs no cookie jar, redirects, auth, URL merging or header
-        # normalisation, and skipping httpx's client and request models more than halves our per-request CPU
-        # (benchmarks/gateway_overhead.py). ``transport`` (an httpx transport, e.g. ASGITransport in tests)
-        # takes the httpx path instead; both relay the same way.
+        # By default our own HTTP/1.1 pool (:mod:`authgate.gateway.upstream`): a proxy needs none of httpx's
+        # client machinery, and httpcore's cost ten times our own per-request work (benchmarks/gateway_overhead.py).
+        # ``transport`` (an httpx transport, e.g. ASGITransport in tests) takes the httpx path instead; both relay
+        # the same way.
         self.transport = transport
-        self.pool: httpcore.AsyncConnectionPool | None = None
+        self.pool: UpstreamPool | None = None
         if transport is None:
-            self.pool = httpcore.AsyncConnectionPool(max_connections=max_connections,
-                                                     max_keepalive_connections=max_connections, retries=0)
             port = url.port or (443 if url.scheme == "https" else 80)
-            self._origin = (url.scheme.encode(), url.host.encode("ascii"), port)
-            self._host = url.netloc
+            self.pool = UpstreamPool(url.scheme, url.host, port, max_connections=max_connections,
+                                     connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                     write_timeout=write_timeout)
+            self._host = url.netloc.decode("ascii")
             self._base = url.raw_path.rstrip(b"/")
 
     async def aclose(self) -> None:
@@ -159,16 +159,16 @@ class Proxy:
                     body: AsyncIterator[bytes] | None) -> _Answer:
         """Send the request upstream; the answer's status, raw headers, raw body stream and closer."""
         if self.pool is not None:
-            raw = [(b"host", self._host)]
-            raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-            if body is not None and not any(k == "content-length" for k, _ in headers):
-                raw.append((b"transfer-encoding", b"chunked"))
-            scheme, host, port = self._origin
-            request = httpcore.Request(method.encode("ascii"), httpcore.URL(
-                scheme=scheme, host=host, port=port, target=self._base + path.encode("latin-1")), headers=raw,
-                content=body if body is not None else b"", extensions={"timeout": self.timeout})
-            core = await self.pool.handle_async_request(request)
-            return _Answer(core.status, list(core.headers), core.aiter_stream(), core.aclose)
+            chunked = body is not None and not any(k == "content-length" for k, _ in headers)
+            answer = await self.pool.request(method, self._base + path.encode("latin-1"),
+                                             [("host", self._host), *headers], body, chunked=chunked)
+            try:
+                whole = None if method == "HEAD" else await answer.small_body()
+            except BaseException:
+                await answer.aclose()
+                raise
+            return _Answer(answer.status, answer.headers, None if whole is not None else answer.body(),
+                           answer.aclose, whole)
         assert self.transport is not None
         response = await self.transport.handle_async_request(httpx.Request(
             method, self.upstream + path, headers=headers, content=body, extensions={"timeout": self.timeout}))
@@ -234,11 +234,15 @@ class Proxy:
         try:
             await send({"type": "http.response.start", "status": answer.status,
                         "headers": forward_response_headers(answer.headers)})
-            if method != "HEAD":
+            if method == "HEAD":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif answer.body is None:  # all of it is here: one message, no stream
+                await send({"type": "http.response.body", "body": answer.whole or b"", "more_body": False})
+            else:
                 async for chunk in answer.body:
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except UPSTREAM_ERRORS as exc:
             # Mid-body: the status is out; returning without finishing makes the server abort the connection.
             logger.warning("upstream failed mid-response: %s %s (%s)", method, scope["path"],
