@@ -65,6 +65,8 @@ _GATEWAY_KEYS = {"upstream": str, "public_url": str, "identity": str, "identity_
 _OAUTH_KEYS = {"issuer": str, "jwks_uri": str, "resource_name": str, "resource_documentation": str}
 _AGENTAUTH_KEYS = {"signing_key_file": str, "trusted_person_servers": list, "trusted_agent_providers": list,
                    "allow_http_loopback": bool, "signature_window": int}
+#: Tokens whose signature the gateway remembers having verified (LRU; see JWTVerifier.verified_cache).
+VERIFIED_CACHE = 4096
 _X402_KEYS = {"facilitator_url": str, "facilitator_token_env": str, "timeout": (int, float)}
 _EXCHANGE_KEYS = {"client_id": str, "client_secret_env": str, "client_secret_file": str, "client_auth": str,
                   "resource": str, "scopes": list, "token_endpoint": str, "cache_size": int}
@@ -294,8 +296,10 @@ def build_gateway(config: GatewayConfig, *, upstream_transport: httpx.AsyncBaseT
             scopes_supported=policy.all_scopes(), resource_name=config.oauth.get("resource_name"),
             resource_documentation=config.oauth.get("resource_documentation"),
             scope_descriptions=dict(policy.scope_descriptions))
+        # Agents call again and again with one token: verify its signature once (the JWKS key must still be the
+        # one that verified it; expiry is checked every time).
         verifier = JWTVerifier(config.oauth["issuer"], resource.resource, jwks_uri=config.oauth.get("jwks_uri"),
-                               http_client=http)
+                               http_client=http, verified_cache=VERIFIED_CACHE)
         bearer = BearerGuard(verifier, resource)
         if config.token_exchange is not None:
             from authgate.gateway.exchange import UpstreamTokens
