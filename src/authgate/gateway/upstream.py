@@ -40,7 +40,6 @@ MAX_HEADERS = 256
 SMALL_BODY = 64 * 1024
 #: Seconds an idle connection is reused for: below the common 5 s keep-alive of upstream servers.
 IDLE_EXPIRY = 4.0
-_FORBIDDEN = ("\r", "\n", "\0")
 
 
 class UpstreamError(Exception):
@@ -324,14 +323,15 @@ class UpstreamPool:
                       body: AsyncIterator[bytes] | None, *, chunked: bool) -> Answer:
         """Send one request (``headers`` already filtered by the proxy, ``Host`` first) and read the answer's
         head; the body streams from the returned :class:`Answer`. ``chunked``: frame ``body`` as chunks."""
-        lines = [f"{method} {target.decode('latin-1')} HTTP/1.1"]
-        for name, value in headers:
-            if any(c in value or c in name for c in _FORBIDDEN):
-                raise UpstreamError(f"header {name!r} holds a line break")
-            lines.append(f"{name}: {value}")
+        lines = [f"{method} {target.decode('latin-1')} HTTP/1.1", *(f"{k}: {v}" for k, v in headers)]
         if chunked:
             lines.append("transfer-encoding: chunked")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        text = "\r\n".join(lines)
+        # Every CR and LF must be one of our separators, and no NUL: else a value would split the request.
+        if text.count("\r") != len(lines) - 1 or text.count("\n") != len(lines) - 1 or "\0" in text \
+                or text.count("\r\n") != len(lines) - 1:
+            raise UpstreamError("a request header holds a line break")
+        head = (text + "\r\n\r\n").encode("latin-1")
         if self._slots.locked():
             try:
                 await asyncio.wait_for(self._slots.acquire(), self.connect_timeout)
