@@ -13,10 +13,12 @@ Behind :class:`~authgate.policy.PolicyMiddleware` it forwards what the policy le
   (``[token_exchange]``, :mod:`authgate.gateway.exchange`) the only ``Authorization`` the upstream sees is a token
   exchanged for its own audience; a refused exchange is answered here and nothing is forwarded.
 * **Bodies** stream both ways unbuffered: the request body as it arrives (``max_body`` enforced from
-  ``Content-Length`` up front and by counting), the response with ``aiter_raw`` (no decoding, so
-  ``Content-Encoding`` and length pass unchanged), chunk by chunk, so server-sent events reach the client as
-  the upstream writes them. (x402 routes with authorization-flow payments are buffered by the paywall, which
-  must see the status before settling: streaming routes use ``flow = "upfront"``, enforced at load.)
+  ``Content-Length`` up front and by counting), the response chunk by chunk as the upstream sends it (no content
+  decoding, so ``Content-Encoding`` and length pass unchanged; only chunked framing is re-done on our hop), so
+  server-sent events reach the client as the upstream writes them; an answer with a ``Content-Length`` of at most
+  64 KiB is read whole first and sent in one message (:mod:`authgate.gateway.upstream`). (x402 routes with
+  authorization-flow payments are buffered by the paywall, which must see the status before settling: streaming
+  routes use ``flow = "upfront"``, enforced at load.)
 * **Failures**: cannot connect or a broken answer → ``502 {"error": "upstream_unavailable"}``; a connect,
   write or first-byte timeout → ``504 {"error": "upstream_timeout"}``; a body over ``max_body`` → ``413``. A
   failure after the response started aborts the connection (the client sees a truncated message, never a
