@@ -310,3 +310,50 @@ def test_the_guide_section_loads() -> None:
     config = gateway_config_from_dict(data, env={"AUTHGATE_GATEWAY_CLIENT_SECRET": "x" * 20})
     assert config.token_exchange == TokenExchangeSettings(client_id="weather-gateway", client_secret="x" * 20,
                                                           resource="https://forecast.internal")
+
+
+async def test_a_burst_of_requests_with_one_new_token_exchanges_it_once() -> None:
+    """Concurrent calls for the same token and target share one exchange (and its refusal); a call whose leader
+    was cancelled (its client went away) exchanges by itself instead of failing."""
+    import asyncio
+
+    from authgate.agent.errors import TokenError
+    from authgate.agent.exchange import TokenExchanger
+    from authgate.agent.store import ClientRegistration
+
+    calls: list[str] = []
+    gate = asyncio.Event()
+    refuse = False
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(dict(httpx.QueryParams(request.content.decode()))["subject_token"])
+        await gate.wait()
+        if refuse:
+            return httpx.Response(400, json={"error": "invalid_request"})
+        return httpx.Response(200, json={"access_token": f"down-{len(calls)}", "issued_token_type": "x",
+                                         "token_type": "Bearer", "expires_in": 300})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        exchanger = TokenExchanger(http, ISSUER + "/token", ClientRegistration("gw", "s", "client_secret_basic"))
+        burst = [asyncio.create_task(exchanger.token_for("t1", resource="https://up.test")) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        assert {t.access_token for t in await asyncio.gather(*burst)} == {"down-1"} and calls == ["t1"]
+        gate.clear()
+        refuse = True
+        refused = [asyncio.create_task(exchanger.token_for("t2", resource="https://up.test")) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        results = await asyncio.gather(*refused, return_exceptions=True)
+        assert all(isinstance(r, TokenError) and r.error == "invalid_request" for r in results)
+        assert calls == ["t1", "t2"]
+        gate.clear()
+        refuse = False
+        leader = asyncio.create_task(exchanger.token_for("t3", resource="https://up.test"))
+        await asyncio.sleep(0.01)
+        follower = asyncio.create_task(exchanger.token_for("t3", resource="https://up.test"))
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        assert (await follower).access_token == "down-4" and calls == ["t1", "t2", "t3", "t3"]
