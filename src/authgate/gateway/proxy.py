@@ -81,29 +81,36 @@ def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[str]:
     return out
 
 
+_DROP = HOP_BY_HOP | CREDENTIALS | METHOD_OVERRIDES | _REPLACED | {"host"}
+_DROP_WITH_COOKIE = _DROP | {"cookie"}
+_SIGNATURE_NAMES = frozenset(n.decode() for n in _SIGNED)
+_HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
+
+
 def forward_request_headers(scope: Scope, *, strip_cookies: bool = True) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop, ``Host``, credentials and identity headers; ``Cookie`` too unless
     ``strip_cookies`` is False (a cookie is a credential: an upstream with its own sessions opts out)."""
-    raw: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
-    drop = HOP_BY_HOP | _connection_tokens(raw) | CREDENTIALS | METHOD_OVERRIDES | {"host"}
-    if strip_cookies:
-        drop = drop | {"cookie"}
-    if any(k.lower() in _SIGNED for k, _ in raw):
-        drop = drop | {"content-digest"}  # covered by the agent's signature: ours, not the upstream's
-    if any(k.lower() == b"transfer-encoding" for k, _ in raw):
-        drop = drop | {"content-length"}  # RFC 9112 §6.3: chunked wins; the body goes on chunked, never re-framed
-    out: list[tuple[str, str]] = []
-    for k, v in raw:
-        name = k.decode("latin-1").lower()
-        if name in drop or name.startswith(CREDENTIAL_PREFIXES) or name in _REPLACED:
-            continue
-        out.append((name, v.decode("latin-1")))
-    return out
+    pairs = [(k.decode("latin-1").lower(), v) for k, v in scope.get("headers", ())]
+    drop = _DROP_WITH_COOKIE if strip_cookies else _DROP
+    extra: set[str] = set()
+    for name, value in pairs:
+        if name == "connection":  # and every field it names (RFC 9110 §7.6.1)
+            extra.update(t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip())
+        elif name in _SIGNATURE_NAMES:
+            extra.add("content-digest")  # covered by the agent's signature: ours, not the upstream's
+        elif name == "transfer-encoding":
+            extra.add("content-length")  # RFC 9112 §6.3: chunked wins; the body goes on chunked, never re-framed
+    if extra:
+        drop = drop | extra
+    return [(name, v.decode("latin-1")) for name, v in pairs
+            if name not in drop and not name.startswith(CREDENTIAL_PREFIXES)]
 
 
 def forward_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    drop = HOP_BY_HOP | _connection_tokens(headers)
-    out = [(k, v) for k, v in headers if k.decode("latin-1").lower() not in drop]
+    drop = _HOP_BY_HOP_BYTES
+    if any(k.lower() == b"connection" for k, _ in headers):
+        drop = drop | {t.encode("latin-1") for t in _connection_tokens(headers)}
+    out = [(k, v) for k, v in headers if k.lower() not in drop]
     out.append((b"via", b"1.1 authgate"))
     return out
 
