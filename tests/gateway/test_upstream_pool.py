@@ -134,6 +134,16 @@ async def test_a_head_answer_has_no_body_whatever_its_length(
     assert (await fetch(pool, "HEAD"))[0] == 200 and upstream.connections == 2  # not reused after HEAD
 
 
+async def test_bytes_after_a_finished_answer_end_the_connection(
+        scripted: Callable[..., Awaitable[tuple[Scripted, UpstreamPool]]]) -> None:
+    """An upstream that sends more than its answer is out of step: the extra bytes never become the next
+    request's answer, and the connection is not reused."""
+    upstream, pool = await scripted(await always(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforged"))
+    assert (await fetch(pool))[2] == b"ok"
+    await asyncio.sleep(0.05)  # let the extra bytes arrive on the idle connection
+    assert (await fetch(pool))[2] == b"ok" and upstream.connections == 2
+
+
 async def test_request_bodies_by_length_and_chunked(scripted: Callable[..., Awaitable[tuple[Scripted,
                                                                                            UpstreamPool]]]) -> None:
     async def echo(n: int, head: bytes, reader: asyncio.StreamReader) -> bytes:

@@ -96,7 +96,10 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamError("the upstream switched protocols"))
         except httptools.HttpParserCallbackError as exc:  # one of ours, raised in a callback
             cause = exc.__context__
-            if not isinstance(cause, _HeadDone):
+            if isinstance(cause, _AfterAnswer):  # the answer is whole, but the connection is out of step
+                self.keep_alive = False
+                self._close()
+            elif not isinstance(cause, _HeadDone):
                 self._fail(cause if isinstance(cause, UpstreamError) else UpstreamError("malformed answer"))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"malformed answer: {exc}"))
@@ -122,6 +125,10 @@ class _Connection(asyncio.Protocol):
             self._writable.set_result(None)
 
     # -- httptools callbacks ------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request: never let it touch this one
+            raise _AfterAnswer()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
@@ -219,6 +226,10 @@ class _Connection(asyncio.Protocol):
 
 class _HeadDone(Exception):
     """Stops the parser at the end of the headers of an answer to HEAD."""
+
+
+class _AfterAnswer(Exception):
+    """Stops the parser when bytes follow a finished answer in the same read."""
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
