@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -352,3 +353,45 @@ async def test_the_gateway_server_coalesces_and_still_streams_events_unbuffered(
         server.should_exit = True
         await task
         await proxy.aclose()
+
+
+async def test_an_https_upstream(tmp_path: Path) -> None:
+    """TLS to the upstream: the certificate is checked against the pool's context and the upstream's name."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    upstream = Scripted(await always(OK))
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    trusting = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    good = UpstreamPool("https", "localhost", port, ssl_context=trusting)
+    untrusting = UpstreamPool("https", "localhost", port)  # the system's roots: a self-signed cert fails
+    try:
+        assert await fetch(good) == await fetch(good) == (200, [(b"content-length", b"2")], b"ok")
+        assert upstream.connections == 1
+        with pytest.raises(UpstreamError, match="cannot connect"):
+            await fetch(untrusting)
+    finally:
+        await good.aclose()
+        await untrusting.aclose()
+        server.close()
