@@ -110,3 +110,15 @@ async def test_the_file_in_the_gateway_guide_is_valid_and_builds(tmp_path: Path)
     assert config.operations.upstream_ready_path == "/health" and config.operations.metrics_token_sha256
     app = build_gateway(config)
     await app.aclose()
+
+
+def test_the_overhead_benchmark_answers_help_and_refuses_bad_arguments() -> None:
+    """``benchmarks/gateway_overhead.py --help`` prints its usage (it once crashed parsing ``--help`` as a
+    number), and a wrong argument is a usage error, not a traceback."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_overhead.py"
+    ok = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "usage: gateway_overhead.py" in ok.stdout and "per_round" in ok.stdout
+    bad = subprocess.run([sys.executable, str(script), "many"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid int value: 'many'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,6 +1,7 @@
 """``authgate gateway --config FILE [--host H] [--port P] [--check]``: run the gateway (or only check its file).
 
-The file is the gateway's own (``[gateway]``, ``[oauth]``, ``[agentauth]``, ``[x402]``, ``[operations]``,
+The file is the gateway's own (``[gateway]``, ``[oauth]``, ``[agentauth]``, ``[x402]``, ``[token_exchange]``,
+``[trust]``, ``[operations]``,
 ``[[routes]]``; see :mod:`authgate.gateway.config`), not the server's settings. A bad file exits with status 2
 and one line naming the file, route and field. SIGHUP re-reads the file and swaps it in for new requests
 (:mod:`authgate.gateway.runtime`); a bad file then keeps the running configuration and logs why.
@@ -50,8 +51,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 2
     routes = len(config.policy.routes)
     mechanisms = ", ".join(sorted(config.policy.mechanisms()))
+    exchange = f"; token exchange for {config.token_exchange.resource}" if config.token_exchange else ""
     if args.check:
-        print(f"{args.config}: ok ({routes} routes; {mechanisms}; upstream {config.upstream})")
+        print(f"{args.config}: ok ({routes} routes; {mechanisms}; upstream {config.upstream}{exchange})")
         return 0
     import asyncio
 
@@ -60,20 +62,23 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from authgate.cli import configure_logging
 
     configure_logging(args.log_level, args.log_format)
+    from authgate.gateway.serving import uvicorn_options
+
     # The upstream's Date and Server headers pass through: uvicorn must not add its own beside them. Our access
     # log (authgate.access: no query strings) replaces uvicorn's.
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False, server_header=False,
-        date_header=False, lifespan="on", log_config=None, access_log=False,
-        timeout_graceful_shutdown=max(0, int(args.shutdown_timeout))))
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, **uvicorn_options(args.log_level),
+                                           timeout_graceful_shutdown=max(0, int(args.shutdown_timeout))))
 
     async def run() -> None:
         reloads = app.reload_on_signal()
         ops = ", ".join(f"{k.removesuffix('_path')} {v}" for k, v in config.operations.paths().items()) or "none"
         print(f"authgate gateway on http://{args.host}:{args.port} → {config.upstream} ({routes} routes; "
-              f"{mechanisms}; identity {config.identity}; operations: {ops}"
+              f"{mechanisms}; identity {config.identity}; operations: {ops}{exchange}"
               f"{'; SIGHUP reloads ' + args.config if reloads else ''})", flush=True)
         await server.serve()
 
-    asyncio.run(run())
+    # uvicorn.run's own way to run (uvloop where installed, per the "loop" option), with our reload handler
+    # installed on that loop before serving.
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(run())
     return 0

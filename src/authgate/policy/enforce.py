@@ -55,7 +55,7 @@ from authgate.agentauth.tokens import scopes_of
 from authgate.crypto.httpsig import SignatureError
 from authgate.errors import InsufficientScope, InvalidToken, OAuthError, bearer_challenge
 from authgate.ops.decisions import ROUTE_KEY, Tally, outcome_of
-from authgate.policy.identity import PRESENTED_KEY, STATE_KEY, Identity, agentauth_identity
+from authgate.policy.identity import ALTERNATIVE_KEY, PRESENTED_KEY, STATE_KEY, Identity, agentauth_identity
 from authgate.policy.model import X402, AAuth, AgentAuth, Alternative, OAuth, Policy, PolicyError, Route
 from authgate.resource.bearer import BearerGuard, TemporarilyUnavailable
 from authgate.resource.metadata import AAUTH_WELL_KNOWN, advertisable
@@ -251,6 +251,7 @@ class PolicyMiddleware:
                 if route.attestation is not None and not await self._attested(scope, send, route, identity, tally):
                     return
                 state[STATE_KEY] = identity
+                state[ALTERNATIVE_KEY] = alt
                 if attempt.claims is not None and identity.mechanism in ("oauth", "aauth"):
                     state[CLAIMS_STATE_KEY] = attempt.claims
                 tally.record(identity.mechanism, "allowed")
