@@ -185,7 +185,8 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
         from authgate.policy.model import PolicyError
 
         try:
-            gateway = build_gateway(load_gateway_config(ctx.settings.gateway_config), server=ctx)
+            gateway = build_gateway(load_gateway_config(ctx.settings.gateway_config), server=ctx,
+                                    metrics=ctx.metrics, standalone=False)
         except PolicyError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -195,6 +196,8 @@ def create_app(ctx: ServerContext, *, close_store: bool = False) -> ASGIApp:
             log.warning("AUTO-APPROVE IS ON: authorization requests are approved as %r with no person. "
                         "Development only.", ctx.settings.auto_approve_subject)
         janitor = asyncio.create_task(_purge_expired(ctx))
+        if gateway is not None and gateway.reload_on_signal():
+            log.info("SIGHUP reloads the gateway file %s", ctx.settings.gateway_config)
         try:
             yield
         finally:

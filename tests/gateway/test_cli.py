@@ -102,10 +102,23 @@ async def test_the_file_in_the_gateway_guide_is_valid_and_builds(tmp_path: Path)
 
     text = guide_file(tmp_path)
     config = gateway_config_from_dict(tomllib.loads(text), source="guide", env={
-        "AUTHGATE_GATEWAY_SECRET": "x" * 64}, base_dir=tmp_path)
+        "AUTHGATE_GATEWAY_SECRET": "x" * 64, "AUTHGATE_METRICS_TOKEN": "m" * 32}, base_dir=tmp_path)
     assert [r.label for r in config.policy.routes] == [
         "* /health", "GET /v1/forecast/*", "GET /v1/live", "DELETE,POST /v1/alerts/*", "GET /v1/account/*",
         "* /v1/account/*"]
     assert config.policy.mechanisms() == frozenset({"public", "oauth", "agentauth", "x402", "aauth"})
+    assert config.operations.upstream_ready_path == "/health" and config.operations.metrics_token_sha256
     app = build_gateway(config)
     await app.aclose()
+
+
+def test_the_overhead_benchmark_answers_help_and_refuses_bad_arguments() -> None:
+    """``benchmarks/gateway_overhead.py --help`` prints its usage (it once crashed parsing ``--help`` as a
+    number), and a wrong argument is a usage error, not a traceback."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_overhead.py"
+    ok = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "usage: gateway_overhead.py" in ok.stdout and "per_round" in ok.stdout
+    bad = subprocess.run([sys.executable, str(script), "many"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid int value: 'many'" in bad.stderr and "Traceback" not in bad.stderr

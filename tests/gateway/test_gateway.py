@@ -158,7 +158,7 @@ async def test_credentials_hop_by_hop_and_forged_identity_never_reach_the_upstre
                  "x-payment", "aauth-mission"):
         assert name not in names, name
     assert seen.getlist("x-authgate-subject") == ["alice"]
-    assert seen["accept"] == "application/json" and seen["cookie"] == "a=b"
+    assert seen["accept"] == "application/json" and "cookie" not in seen  # a cookie is a credential too
     assert seen["via"] == "1.1 authgate" and seen["host"] == "upstream.test"
     assert seen["x-forwarded-for"] == "1.2.3.4, 10.0.0.9" and seen.getlist("x-forwarded-proto") == ["https"]
     assert seen["x-forwarded-host"] == "api.test"
@@ -169,16 +169,28 @@ async def test_credentials_hop_by_hop_and_forged_identity_never_reach_the_upstre
     assert r.headers["via"] == "1.1 authgate"
 
 
-async def test_cookies_are_stripped_when_configured() -> None:
+async def test_cookies_are_stripped_by_default_and_forwarded_only_on_opt_out() -> None:
     upstream = Upstream()
-    proxy = Proxy("http://upstream.test", identity="plain", strip_cookies=True,
-                  transport=httpx.ASGITransport(app=upstream.app()))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=proxy), base_url=API) as http:
-        await http.get("/x", headers={"Cookie": "session=1"})
-    await proxy.aclose()
-    seen = upstream.seen[-1].headers
-    assert "cookie" not in seen
-    assert seen["x-authgate-mechanism"] == "public" and "x-authgate-signature" not in seen  # plain mode
+    stripping = Proxy("http://upstream.test", identity="plain", transport=httpx.ASGITransport(app=upstream.app()))
+    forwarding = Proxy("http://upstream.test", identity="plain", strip_cookies=False,
+                       transport=httpx.ASGITransport(app=upstream.app()))
+    for proxy in (stripping, forwarding):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=proxy), base_url=API) as http:
+            await http.get("/x", headers={"Cookie": "session=1"})
+        await proxy.aclose()
+    stripped, forwarded = upstream.seen[0].headers, upstream.seen[1].headers
+    assert "cookie" not in stripped and forwarded["cookie"] == "session=1"
+    assert stripped["x-authgate-mechanism"] == "public" and "x-authgate-signature" not in stripped  # plain mode
+
+
+def test_the_gateway_file_strips_cookies_unless_it_opts_out() -> None:
+    base: dict[str, Any] = {"gateway": {"upstream": "http://127.0.0.1:8080", "public_url": API, "identity": "plain"},
+                            "routes": [{"path": "/a", "allow": [{"mechanism": "public"}]}]}
+    assert gateway_config_from_dict(base).strip_cookies is True
+    opted_out = gateway_config_from_dict({**base, "gateway": {**base["gateway"], "strip_cookies": False}})
+    assert opted_out.strip_cookies is False
+    with pytest.raises(PolicyError, match=r"\[gateway\]: strip_cookies: wrong type str"):
+        gateway_config_from_dict({**base, "gateway": {**base["gateway"], "strip_cookies": "no"}})
 
 
 def test_identity_signature_binds_every_field_the_request_and_the_time() -> None:

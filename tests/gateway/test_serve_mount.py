@@ -19,6 +19,7 @@ from authgate.config import ConfigError, Settings
 from authgate.store import Store
 from authgate.trust import wire as tw
 from authgate.trust.attestations import issue_attestation
+from tests.ops.test_operations import sample
 from tests.servers import free_port, serve
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -62,11 +63,15 @@ async def test_serve_mounts_the_gateway_behind_its_own_routes(settings: Settings
         private = await http.get("/api/notes")
         metadata = await http.get("/.well-known/oauth-protected-resource")
         wrong_method = await http.post("/jwks.json")
+        metrics = (await http.get("/metrics")).text
     assert health.json() == {"status": "ok"}
     assert public.json() == {"path": "/api/public", "mechanism": "public"}
     assert private.status_code == 401 and private.headers["www-authenticate"].startswith("Bearer resource_metadata=")
     assert metadata.json()["authorization_servers"] == [settings.issuer_url]
     assert wrong_method.status_code == 405  # a server route with the wrong method is still the server's answer
+    # the gateway's decisions land in the server's own metrics
+    assert sample(metrics, "authgate_access_decisions_total", mechanism="public", outcome="allowed") == 1
+    assert sample(metrics, "authgate_access_decisions_total", mechanism="none", outcome="challenged") == 1
 
 
 async def test_a_bad_gateway_file_is_a_configuration_error(settings: Settings, store: Store, clock: FrozenClock,

@@ -37,7 +37,7 @@ from authgate.clock import FrozenClock
 from authgate.config import Settings, to_sqlalchemy_url
 from authgate.context import ServerContext
 from authgate.gateway import build_gateway, gateway_config_from_dict
-from authgate.gateway.config import GatewayApp
+from authgate.gateway.runtime import GatewayApp
 from authgate.net import Fetcher
 from authgate.policy import PolicyError
 from authgate.store import Store
@@ -50,6 +50,7 @@ from authgate.trust.periods import period_key
 from authgate.x402 import wire
 from tests.conftest import PG_URL
 from tests.helpers import add_user
+from tests.ops.test_operations import sample
 from tests.scale.cluster import _admin
 from tests.x402.test_paywall import NETWORK, PAYEE, LedgerFacilitator, payer_wallet, required_of, signed_header
 
@@ -263,6 +264,18 @@ async def test_a_payment_presented_with_a_killed_credential_is_refused(world: Wo
     assert _error(await world.get("/paid", signed=world.agent_token, pay=True, wallet=wallet)) == tw.ERR_KILLED
     assert world.fac.verify_calls == 0
     assert (await world.get("/paid", pay=True, wallet=wallet)).status_code == 200  # the payer alone is alive
+    # counted as access decisions: the refusals as x402 denied (the payment's), before the paywall saw them
+    metrics = world.gateway.metrics.exposition().decode()
+    assert sample(metrics, "authgate_access_decisions_total", mechanism="x402", outcome="denied") == 2
+    assert sample(metrics, "authgate_access_decisions_total", mechanism="x402", outcome="allowed") == 1
+
+
+async def test_a_missing_attestation_is_counted_as_a_denied_decision(world: World) -> None:
+    token = await world.token()
+    assert _error(await world.get("/adult", token=token)) == tw.ERR_ATTESTATION_MISSING
+    metrics = world.gateway.metrics.exposition().decode()
+    assert sample(metrics, "authgate_access_decisions_total", mechanism="oauth", outcome="denied") == 1
+    assert sample(metrics, "authgate_access_decisions_total", mechanism="oauth", outcome="allowed") is None
 
 
 # -- budgets ----------------------------------------------------------------------------------------------------
@@ -431,6 +444,53 @@ async def test_an_unreachable_trust_database_is_503_never_a_pass(world: World, t
     assert bearer.status_code == 503 and bearer.headers["retry-after"] == "5"
     assert paid.status_code == 503 and paid.json()["error"] == tw.ERR_UNAVAILABLE
     assert paid.headers["retry-after"] == "5" and world.fac.verify_calls == 0 and not world.upstream.seen
+
+
+async def test_a_reload_keeps_the_trust_database_and_the_kill_switch(world: World, tmp_path: Path) -> None:
+    """A reload naming the same database keeps its engine and kill switch (the next generation refuses a killed
+    client at once); a rejected reload opens nothing that stays in use; a reload naming another database closes
+    the old one with the last generation that used it, and the gateway's end closes the rest."""
+    gateway = world.gateway
+    databases = gateway._shared.trust_databases() if gateway._shared is not None else None
+    assert databases is not None
+    [database] = databases._open.values()
+    first = gateway._current
+    token = await world.token()
+    assert (await world.get("/weather", token=token)).status_code == 200
+    ready = await world.http.get(API + "/_authgate/ready")
+    assert not [p for p in ready.json().get("problems", []) if p.startswith("trust database")], ready.text
+
+    await gateway.reload(replace(gateway.config, policy=replace(gateway.config.policy,
+                                                                routes=gateway.config.policy.routes[:3])))
+    assert first.closed and list(databases._open.values()) == [database] and database.users == 1
+    assert gateway._current.enforcer.trust.killswitch is database.killswitch  # type: ignore[union-attr]
+    await world.ctx.killswitch.kill("client", "client-1", by="admin")
+    assert _error(await world.get("/weather", token=token), 401) == "invalid_token"
+    await world.ctx.killswitch.revive("client", "client-1", by="admin")
+    assert (await world.get("/weather", token=token)).status_code == 200
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    untrusted = [{"path": "/adult", "attestation": {"claims": {"kyc": True}, "issuers": ["https://hr.example"]},
+                  "allow": [{"mechanism": "oauth"}]}]
+    with pytest.raises(PolicyError, match="no attestation issuers are trusted"):
+        await gateway.reload(gateway_config_from_dict(_config(tmp_path, trust={"database_url": other},
+                                                              routes=untrusted)))
+    assert database.users == 1 and databases._open[other].users == 0  # opened by the failed build, never used
+
+    closed: list[str] = []
+    close = database.store.close
+
+    async def closing() -> None:
+        closed.append(database.url)
+        await close()
+
+    database.store.close = closing  # type: ignore[method-assign]
+    await gateway.reload(gateway_config_from_dict(_config(tmp_path, trust={"database_url": other},
+                                                          routes=ROUTES[:3])))
+    assert closed == [database.url] and database.users == 0 and database.url not in databases._open
+    assert databases._open[other].users == 1
+    await gateway.aclose()
+    assert databases._open == {}
 
 
 def _fails(config: dict[str, Any], message: str, tmp_path: Path, env: dict[str, str] | None = None) -> None:

@@ -148,6 +148,9 @@ def test_json_formatter_writes_one_object_per_line() -> None:
 
 def test_access_decision_labels_are_bounded() -> None:
     metrics = Metrics()
-    metrics.access_decision("x402", "paid")
+    metrics.access_decision("x402", "allowed")
+    metrics.access_decision("none", "challenged", 0.001)
     with pytest.raises(ValueError):
         metrics.access_decision("x402", "whatever-the-client-sent")
+    with pytest.raises(ValueError):
+        metrics.access_decision("kerberos", "allowed")

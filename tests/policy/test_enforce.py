@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from authgate.agentauth.resource import AgentAuthResource
 from authgate.agentauth.tokens import Signer
+from authgate.ops.metrics import Metrics
 from authgate.policy import (
     AgentAuth,
     Attestation,
@@ -35,6 +36,7 @@ from authgate.trust import wire as trust_wire
 from authgate.trust.checks import TrustChecks
 from authgate.trust.issuers import TrustedIssuers
 from tests.gateway.test_gateway import API, TOKENS, TableVerifier
+from tests.ops.test_operations import sample
 
 
 async def no_fetch(url: str) -> Any:
@@ -135,7 +137,8 @@ async def test_cors_preflights_pass_only_for_routes_the_policy_serves() -> None:
 
 
 def test_websocket_routes_require_their_attestation_too() -> None:
-    """WebSockets carry bearer tokens only; a route's attestation still applies (closed 1008 without it)."""
+    """WebSockets carry bearer tokens only; a route's attestation still applies (closed 1008 without it), and each
+    decision is counted: refused by the attestation is the token's mechanism denied."""
     key = ECKey.generate_key("P-256", parameters={"kid": "hr1"}, private=True)
     issuers = TrustedIssuers({"https://hr.test": {"keys": [dict(key.as_dict(private=False))]}})
     now = int(time.time())
@@ -153,8 +156,10 @@ def test_websocket_routes_require_their_attestation_too() -> None:
     policy = Policy((Route("/ws", (OAuth(("weather:read",)),),
                            attestation=Attestation({"employee_of": "example.com"})),))
     resource = ProtectedResource(resource=API, authorization_servers=["https://as.test"])
+    metrics = Metrics()
     app = PolicyMiddleware(Starlette(routes=[WebSocketRoute("/ws", echo)]), policy,
-                           bearer=BearerGuard(TableVerifier(TOKENS), resource), trust=TrustChecks(issuers=issuers))
+                           bearer=BearerGuard(TableVerifier(TOKENS), resource), trust=TrustChecks(issuers=issuers),
+                           metrics=metrics)
     bearer = {"Authorization": "Bearer reader"}  # client_id "bot"
     with TestClient(app) as client:
         for headers in (bearer, {**bearer, trust_wire.ATTESTATION_HEADER: attestation("someone-else")}):
@@ -164,3 +169,6 @@ def test_websocket_routes_require_their_attestation_too() -> None:
         with client.websocket_connect("/ws", headers={**bearer, trust_wire.ATTESTATION_HEADER: attestation("bot")}
                                       ) as ws:
             assert ws.receive_text() == "hi"
+    text = metrics.exposition().decode()
+    assert sample(text, "authgate_access_decisions_total", mechanism="oauth", outcome="denied") == 2
+    assert sample(text, "authgate_access_decisions_total", mechanism="oauth", outcome="allowed") == 1

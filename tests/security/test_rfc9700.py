@@ -249,6 +249,7 @@ _MUST_COMPARE_DIGEST = [
     ("approvals/channels/webhook.py", "verify_webhook_signature"),
     ("gateway/identity.py", "verify_identity"),
     ("ops/http.py", "metrics"),
+    ("gateway/operations.py", "metrics_allowed"),
     ("x402/facilitator/http.py", "authorized"),
     ("agentauth/provider.py", "_enrolment_owner"),
     ("aauth/directory.py", "match"),

@@ -235,3 +235,48 @@ async def test_concurrent_first_use_fetches_once(verifier: JWTVerifier, fake: Fa
 def test_symmetric_or_none_algorithms_cannot_be_configured(algs: list[str]) -> None:
     with pytest.raises(ValueError):
         JWTVerifier(ISS, AUD, algorithms=algs)
+
+
+async def test_a_verified_token_is_remembered_but_its_times_and_key_are_checked_every_time(
+        fake: FakeAS, http: httpx.AsyncClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``verified_cache``: the signature of a token that passed is not checked again, but expiry is, and a JWKS
+    refresh that drops the key that verified it makes the token fail as it would have without the cache."""
+    from joserfc import jws
+
+    import authgate.resource.verifier as module
+
+    checked: list[str] = []
+    real = jws.deserialize_compact
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        checked.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(module.jws, "deserialize_compact", counting)
+    cached = JWTVerifier(ISS, AUD, jwks_uri=JWKS_URI, http_client=http, clock=clock, leeway=5, verified_cache=2,
+                         refetch_interval=0)
+    token = fake.sign(claims(clock))
+    first, again = await cached.verify(token), await cached.verify(token)
+    assert again is first and len(checked) == 1
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(TokenRejected, match="bad_signature"):
+        await cached.verify(tampered)  # any other string is verified in full
+    assert len(checked) == 2
+    clock.advance(120)
+    with pytest.raises(TokenRejected, match="expired"):
+        await cached.verify(token)  # remembered, yet expired
+    clock.advance(-120)
+    fresh = fake.sign(claims(clock, jti="j2"))
+    await cached.verify(fresh)
+    old_key = fake.key
+    fake.key = ECKey.generate_key("P-256", parameters={"kid": "k1", "alg": "ES256", "use": "sig"}, private=True)
+    cached.keys._loaded_at = clock.now() - 7200  # past max_age: the next lookup refreshes the JWKS
+    with pytest.raises(TokenRejected, match="bad_signature"):
+        await cached.verify(fresh)  # kid k1 is now another key: the remembered result no longer counts
+    assert old_key is not fake.key and len(checked) == 4
+    # bounded: only the most recent verified_cache entries are kept
+    for jti in ("j3", "j4", "j5"):
+        await cached.verify(fake.sign(claims(clock, jti=jti)))
+    assert len(cached._verified) == 2
+    with pytest.raises(ValueError, match="verified_cache"):
+        JWTVerifier(ISS, AUD, verified_cache=-1)

@@ -17,6 +17,7 @@ server's policy (authgate: tokens issued to it, or for a resource it serves; see
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -35,6 +36,7 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 #: Cached tokens are renewed this many seconds before they expire, so one never expires in flight.
 EXPIRY_MARGIN = 10.0
+_Key = tuple[str, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ async def exchange_token(
 
 
 class TokenExchanger:
-    """Exchanges tokens for one client, reusing a still-fresh result for the same token, target and scope.
+    """Exchanges tokens for one client, reusing a still-fresh result for the same token, target and scope, and
+    sharing one exchange among concurrent calls for them (a gateway sees bursts of requests with a new token).
 
     The cache is keyed by a SHA-256 of the subject token (tokens are never kept as keys), bounded to
     ``max_entries`` (least recently used go first) and lives in process memory only."""
@@ -151,17 +154,40 @@ class TokenExchanger:
         self.client = client
         self.max_entries = max_entries
         self.now = now
-        self._cache: OrderedDict[tuple[str, str | None, str | None, str | None], ExchangedToken] = OrderedDict()
+        self._cache: OrderedDict[_Key, ExchangedToken] = OrderedDict()
+        self._inflight: dict[_Key, asyncio.Future[ExchangedToken]] = {}
 
     async def token_for(self, subject_token: str, *, resource: str | None = None, audience: str | None = None,
                         scope: str | None = None) -> ExchangedToken:
+        """A fresh token for this subject token and target: the cached one, the one an identical call already
+        under way is getting (one exchange for a burst of concurrent calls), or a new exchange."""
         key = (hashlib.sha256(subject_token.encode()).hexdigest(), resource, audience, scope)
         cached = self._cache.get(key)
         if cached is not None and cached.fresh(self.now()):
             self._cache.move_to_end(key)
             return cached
-        token = await exchange_token(self.http, self.token_endpoint, self.client, subject_token, now=self.now,
-                                     resource=resource, audience=audience, scope=scope)
+        while (pending := self._inflight.get(key)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise  # we are the ones cancelled
+                # the call we waited for was cancelled (its caller went away): exchange ourselves
+        pending = self._inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            token = await exchange_token(self.http, self.token_endpoint, self.client, subject_token, now=self.now,
+                                         resource=resource, audience=audience, scope=scope)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: a refusal nobody else waited for is not "never retrieved"
+            else:
+                pending.cancel()
+            raise
+        finally:
+            del self._inflight[key]
+        pending.set_result(token)
         self._cache[key] = token
         self._cache.move_to_end(key)
         while len(self._cache) > self.max_entries:

@@ -42,9 +42,11 @@ from authgate.agentauth.signing import Caller, scope_headers, scope_target, veri
 from authgate.agentauth.tokens import PublicKey, Signer, base_claims, parse_amount, public_jwk, scopes_of
 from authgate.crypto.httpsig import SignatureError
 from authgate.net.fetch import Fetcher
+from authgate.ops.decisions import Tally, outcome_of
 
 if TYPE_CHECKING:
     from authgate.agentauth.replay import ReplayCache
+    from authgate.ops.metrics import Metrics
 
 Need = Literal["agent", "person", "auth"]
 STATE_KEY = "agentauth"
@@ -87,8 +89,11 @@ class AgentAuthResource:
                  scope_descriptions: Mapping[str, str] | None = None, canonical_authorities: Sequence[str] = (),
                  replay: ReplayCache | None = None, clock: Callable[[], float] = time.time, window: int = 60,
                  resource_token_ttl: int = 300, allow_http_loopback: bool = False,
-                 is_revoked: Callable[[str, str], Any] | None = None) -> None:
+                 is_revoked: Callable[[str, str], Any] | None = None, metrics: Metrics | None = None) -> None:
         self.app = app
+        #: Where this middleware's decisions are counted (``authgate_access_decisions``); None: nowhere. Calls
+        #: of :meth:`check` by another middleware (the policy middleware) are that middleware's to count.
+        self.metrics = metrics
         self.resource_id = resource_id
         self.signer = signer
         self.rules = list(rules)
@@ -133,21 +138,33 @@ class AgentAuthResource:
             return
         rule = next((r for r in self.rules if r.matches(method, path)), None)
         if rule is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send)  # not ours to decide
             return
+        tally = Tally(self.metrics, scope)
+        signed = any(k.lower() in (b"signature", b"signature-input", b"signature-key")
+                     for k, _ in scope.get("headers", ()))
+        mechanism = "agentauth" if signed else "none"
         body, more = await _read_body(receive)
         if more:
+            tally.record(mechanism, "denied")
             await _send_problem(send, Problem(413, wire.E_INVALID_REQUEST, "request body too large"))
             return
         try:
             caller = await self.check(scope, method, body, rule)
         except SignatureError as exc:
             status, headers, payload = exc.render()
+            tally.record(mechanism, outcome_of(status, headers))
             await _send(send, status, headers, payload)
             return
         except Problem as exc:
+            status, headers, _ = exc.render()
+            tally.record(mechanism, outcome_of(status, headers))
             await _send_problem(send, exc)
             return
+        except BaseException:
+            tally.record(mechanism, "error")
+            raise
+        tally.record("agentauth", "allowed")
         scope.setdefault("state", {})[STATE_KEY] = {"typ": caller.typ, "claims": caller.claims, "jkt": caller.jkt}
         replayed = False
 

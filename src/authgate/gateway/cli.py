@@ -1,8 +1,10 @@
 """``authgate gateway --config FILE [--host H] [--port P] [--check]``: run the gateway (or only check its file).
 
-The file is the gateway's own (``[gateway]``, ``[oauth]``, ``[agentauth]``, ``[x402]``, ``[[routes]]``; see
-:mod:`authgate.gateway.config`), not the server's settings. A bad file exits with status 2 and one line naming
-the file, route and field.
+The file is the gateway's own (``[gateway]``, ``[oauth]``, ``[agentauth]``, ``[x402]``, ``[token_exchange]``,
+``[trust]``, ``[operations]``,
+``[[routes]]``; see :mod:`authgate.gateway.config`), not the server's settings. A bad file exits with status 2
+and one line naming the file, route and field. SIGHUP re-reads the file and swaps it in for new requests
+(:mod:`authgate.gateway.runtime`); a bad file then keeps the running configuration and logs why.
 """
 
 from __future__ import annotations
@@ -24,9 +26,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(os.environ.get("AUTHGATE_GATEWAY_PORT", "8080")),
                    help="port (default 8080; AUTHGATE_GATEWAY_PORT)")
     p.add_argument("--log-level", default=os.environ.get("AUTHGATE_LOG_LEVEL", "info"))
+    p.add_argument("--log-format", choices=["text", "json"], default=_log_format(),
+                   help="text, or json: one object per line with request_id (default text; AUTHGATE_LOG_FORMAT)")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds requests in flight get to finish after SIGTERM (default 30)")
     p.add_argument("--check", action="store_true", help="validate the file, print a summary and exit")
     p.set_defaults(func=cmd_gateway)
     return p
+
+
+def _log_format() -> str:
+    fmt = os.environ.get("AUTHGATE_LOG_FORMAT", "text")
+    return fmt if fmt in ("text", "json") else "text"
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -40,17 +51,34 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 2
     routes = len(config.policy.routes)
     mechanisms = ", ".join(sorted(config.policy.mechanisms()))
+    exchange = f"; token exchange for {config.token_exchange.resource}" if config.token_exchange else ""
     if args.check:
-        print(f"{args.config}: ok ({routes} routes; {mechanisms}; upstream {config.upstream})")
+        print(f"{args.config}: ok ({routes} routes; {mechanisms}; upstream {config.upstream}{exchange})")
         return 0
+    import asyncio
+
     import uvicorn
 
     from authgate.cli import configure_logging
 
-    configure_logging(args.log_level, os.environ.get("AUTHGATE_LOG_FORMAT", "text"))
-    print(f"authgate gateway on http://{args.host}:{args.port} → {config.upstream} ({routes} routes; {mechanisms}; "
-          f"identity {config.identity})", flush=True)
-    # The upstream's Date and Server headers pass through: uvicorn must not add its own beside them.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False,
-                server_header=False, date_header=False, lifespan="on", log_config=None, access_log=False)
+    configure_logging(args.log_level, args.log_format)
+    from authgate.gateway.serving import uvicorn_options
+
+    # The upstream's Date and Server headers pass through: uvicorn must not add its own beside them. Our access
+    # log (authgate.access: no query strings) replaces uvicorn's.
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, **uvicorn_options(args.log_level),
+                                           timeout_graceful_shutdown=max(0, int(args.shutdown_timeout))))
+
+    async def run() -> None:
+        reloads = app.reload_on_signal()
+        ops = ", ".join(f"{k.removesuffix('_path')} {v}" for k, v in config.operations.paths().items()) or "none"
+        print(f"authgate gateway on http://{args.host}:{args.port} → {config.upstream} ({routes} routes; "
+              f"{mechanisms}; identity {config.identity}; operations: {ops}{exchange}"
+              f"{'; SIGHUP reloads ' + args.config if reloads else ''})", flush=True)
+        await server.serve()
+
+    # uvicorn.run's own way to run (uvloop where installed, per the "loop" option), with our reload handler
+    # installed on that loop before serving.
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(run())
     return 0

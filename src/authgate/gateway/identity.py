@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -47,11 +48,15 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("asset", "X-Authgate-Payment-Asset"),
     ("transaction", "X-Authgate-Payment-Tx"),
 )
+#: The same fields with their header names lower-cased once (the per-request paths below use these).
+_LOWER: tuple[tuple[str, str, str], ...] = tuple((name, header, header.lower()) for name, header in FIELDS)
 TIMESTAMP = "X-Authgate-Timestamp"
 SIGNATURE = "X-Authgate-Signature"
 VERSION = "v1"
 MIN_SECRET = 32
 _SAFE = " !\"#$&'()*+,/:;<=>?@[\\]^_`{|}~"  # printable ASCII except '%': kept as is
+#: Values that :func:`encode_value` leaves unchanged (letters, digits and ``_SAFE``): no need to call it.
+_PLAIN = re.compile(r"[A-Za-z0-9\-._~ !\"#$&'()*+,/:;<=>?@\[\\\]^_`{|}]*")
 
 
 class IdentityError(Exception):
@@ -64,7 +69,7 @@ def encode_value(value: str) -> str:
 
 def _base(method: str, target: str, timestamp: str, values: Mapping[str, str]) -> bytes:
     lines = [f"authgate-identity-{VERSION}", method.upper(), target, timestamp]
-    lines += [f"{header.lower()}:{values.get(header.lower(), '')}" for _, header in FIELDS]
+    lines += [f"{lower}:{values.get(lower, '')}" for _, _, lower in _LOWER]
     return "\n".join(lines).encode("utf-8")
 
 
@@ -77,14 +82,15 @@ def identity_headers(identity: Mapping[str, Any], *, method: str, target: str, s
                      now: float | None = None) -> list[tuple[str, str]]:
     """The headers for ``identity`` (an :meth:`Identity.as_dict`); signed when ``secret`` is given."""
     encoded: dict[str, str] = {}
-    for name, header in FIELDS:
+    out: list[tuple[str, str]] = []
+    for name, header, lower in _LOWER:
         value = identity.get(name)
         if value is None or value == () or value == "":
             continue
         text = " ".join(value) if isinstance(value, (tuple, list)) else str(value)
-        encoded[header.lower()] = encode_value(text)
+        encoded[lower] = quoted = text if _PLAIN.fullmatch(text) else encode_value(text)
+        out.append((header, quoted))
     timestamp = str(int(time.time() if now is None else now))
-    out = [(header, encoded[header.lower()]) for _, header in FIELDS if header.lower() in encoded]
     out.append((TIMESTAMP, timestamp))
     if secret is not None:
         out.append((SIGNATURE, _mac(secret, _base(method, target, timestamp, encoded))))

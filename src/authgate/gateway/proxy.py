@@ -7,15 +7,19 @@ Behind :class:`~authgate.policy.PolicyMiddleware` it forwards what the policy le
   ``Proxy-Authorization``) and ``Host`` are dropped; so is **every credential and payment header** —
   ``Authorization``, ``Signature``, ``Signature-Input``, ``Signature-Key``, ``Content-Digest`` when the request
   was signed, ``PAYMENT-*``, ``X-PAYMENT``, ``SIGN-IN-WITH-X``, ``AAuth-*``, ``Authgate-*`` (mandates,
-  attestations, approval ids), ``Cookie`` if configured — and
-  every ``X-Authgate-*`` header the client sent (no forged identity). The verified identity is added in
-  ``X-Authgate-*`` headers (:mod:`authgate.gateway.identity`), with ``Via`` and ``X-Forwarded-For/-Proto/
-  -Host``.
+  attestations, approval ids), ``Cookie`` (unless ``strip_cookies=False``, for an upstream with its own cookie
+  sessions) — and every ``X-Authgate-*`` header the client sent (no forged identity). The verified identity is
+  added in ``X-Authgate-*`` headers (:mod:`authgate.gateway.identity`), with ``Via`` and ``X-Forwarded-For/-Proto/
+  -Host``. With ``upstream_token`` (``[token_exchange]``, :mod:`authgate.gateway.exchange`) the only
+  ``Authorization`` the upstream sees is a token exchanged for its own audience; a refused exchange is answered
+  here and nothing is forwarded.
 * **Bodies** stream both ways unbuffered: the request body as it arrives (``max_body`` enforced from
-  ``Content-Length`` up front and by counting), the response with ``aiter_raw`` (no decoding, so
-  ``Content-Encoding`` and length pass unchanged), chunk by chunk, so server-sent events reach the client as
-  the upstream writes them. (x402 routes with authorization-flow payments are buffered by the paywall, which
-  must see the status before settling: streaming routes use ``flow = "upfront"``, enforced at load.)
+  ``Content-Length`` up front and by counting), the response chunk by chunk as the upstream sends it (no content
+  decoding, so ``Content-Encoding`` and length pass unchanged; only chunked framing is re-done on our hop), so
+  server-sent events reach the client as the upstream writes them; an answer with a ``Content-Length`` of at most
+  64 KiB is read whole first and sent in one message (:mod:`authgate.gateway.upstream`). (x402 routes with
+  authorization-flow payments are buffered by the paywall, which must see the status before settling: streaming
+  routes use ``flow = "upfront"``, enforced at load.)
 * **Failures**: cannot connect or a broken answer → ``502 {"error": "upstream_unavailable"}``; a connect,
   write or first-byte timeout → ``504 {"error": "upstream_timeout"}``; a body over ``max_body`` → ``413``. A
   failure after the response started aborts the connection (the client sees a truncated message, never a
@@ -31,11 +35,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import httpcore
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from authgate.errors import OAuthError
 from authgate.gateway.identity import PREFIX, identity_headers
+from authgate.gateway.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 from authgate.policy.identity import STATE_KEY, Identity
 
 logger = logging.getLogger("authgate.gateway")
@@ -57,17 +62,17 @@ class _BodyTooLarge(Exception):
     pass
 
 
-TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
-UPSTREAM_ERRORS = (httpx.HTTPError, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
-                   httpcore.ConnectionNotAvailable, *TIMEOUTS)
+TIMEOUTS = (httpx.TimeoutException, UpstreamTimeout)
+UPSTREAM_ERRORS = (httpx.HTTPError, UpstreamError)
 
 
 @dataclass(frozen=True)
 class _Answer:
     status: int
     headers: list[tuple[bytes, bytes]]
-    body: AsyncIterator[bytes]
+    body: AsyncIterator[bytes] | None  # None when ``whole`` holds all of it
     close: Callable[[], Awaitable[None]]
+    whole: bytes | None = None  # the entire body of a small answer, read before answering (one write)
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[str]:
@@ -78,28 +83,36 @@ def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[str]:
     return out
 
 
-def forward_request_headers(scope: Scope, *, strip_cookies: bool = False) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop, ``Host``, credentials and identity headers."""
-    raw: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
-    drop = HOP_BY_HOP | _connection_tokens(raw) | CREDENTIALS | METHOD_OVERRIDES | {"host"}
-    if strip_cookies:
-        drop = drop | {"cookie"}
-    if any(k.lower() in _SIGNED for k, _ in raw):
-        drop = drop | {"content-digest"}  # covered by the agent's signature: ours, not the upstream's
-    if any(k.lower() == b"transfer-encoding" for k, _ in raw):
-        drop = drop | {"content-length"}  # RFC 9112 §6.3: chunked wins; the body goes on chunked, never re-framed
-    out: list[tuple[str, str]] = []
-    for k, v in raw:
-        name = k.decode("latin-1").lower()
-        if name in drop or name.startswith(CREDENTIAL_PREFIXES) or name in _REPLACED:
-            continue
-        out.append((name, v.decode("latin-1")))
-    return out
+_DROP = HOP_BY_HOP | CREDENTIALS | METHOD_OVERRIDES | _REPLACED | {"host"}
+_DROP_WITH_COOKIE = _DROP | {"cookie"}
+_SIGNATURE_NAMES = frozenset(n.decode() for n in _SIGNED)
+_HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
+
+
+def forward_request_headers(scope: Scope, *, strip_cookies: bool = True) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop, ``Host``, credentials and identity headers; ``Cookie`` too unless
+    ``strip_cookies`` is False (a cookie is a credential: an upstream with its own sessions opts out)."""
+    pairs = [(k.decode("latin-1").lower(), v) for k, v in scope.get("headers", ())]
+    drop = _DROP_WITH_COOKIE if strip_cookies else _DROP
+    extra: set[str] = set()
+    for name, value in pairs:
+        if name == "connection":  # and every field it names (RFC 9110 §7.6.1)
+            extra.update(t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip())
+        elif name in _SIGNATURE_NAMES:
+            extra.add("content-digest")  # covered by the agent's signature: ours, not the upstream's
+        elif name == "transfer-encoding":
+            extra.add("content-length")  # RFC 9112 §6.3: chunked wins; the body goes on chunked, never re-framed
+    if extra:
+        drop = drop | extra
+    return [(name, v.decode("latin-1")) for name, v in pairs
+            if name not in drop and not name.startswith(CREDENTIAL_PREFIXES)]
 
 
 def forward_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    drop = HOP_BY_HOP | _connection_tokens(headers)
-    out = [(k, v) for k, v in headers if k.decode("latin-1").lower() not in drop]
+    drop = _HOP_BY_HOP_BYTES
+    if any(k.lower() == b"connection" for k, _ in headers):
+        drop = drop | {t.encode("latin-1") for t in _connection_tokens(headers)}
+    out = [(k, v) for k, v in headers if k.lower() not in drop]
     out.append((b"via", b"1.1 authgate"))
     return out
 
@@ -109,10 +122,11 @@ class Proxy:
     HMAC key for ``signed`` identity headers (required then); ``plain`` sends them unsigned."""
 
     def __init__(self, upstream: str, *, identity: IdentityMode = "signed", identity_secret: bytes | None = None,
-                 strip_cookies: bool = False, max_body: int = 10 * 1024 * 1024, connect_timeout: float = 5.0,
+                 strip_cookies: bool = True, max_body: int = 10 * 1024 * 1024, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0, write_timeout: float = 60.0, max_connections: int = 100,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 upstream_token: Callable[[Scope], Awaitable[str | None]] | None = None) -> None:
         upstream = upstream.rstrip("/")
         url = httpx.URL(upstream)
         if url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
@@ -125,22 +139,25 @@ class Proxy:
         self.identity: IdentityMode = identity
         self.secret = identity_secret if identity == "signed" else None
         self.strip_cookies = strip_cookies
+        #: The credential the upstream gets (:class:`authgate.gateway.exchange.UpstreamTokens`): a token of its
+        #: own per request, or None for none; an OAuthError it raises is the answer, and nothing is forwarded.
+        self.upstream_token = upstream_token
         self.max_body = max_body
         self.clock = clock
         self.timeout = {"connect": connect_timeout, "read": read_timeout, "write": write_timeout,
                         "pool": connect_timeout}
-        # By default a bare httpcore pool: a proxy needs no cookie jar, redirects, auth, URL merging or header
-        # normalisation, and skipping httpx's client and request models more than halves our per-request CPU
-        # (benchmarks/gateway_overhead.py). ``transport`` (an httpx transport, e.g. ASGITransport in tests)
-        # takes the httpx path instead; both relay the same way.
+        # By default our own HTTP/1.1 pool (:mod:`authgate.gateway.upstream`): a proxy needs none of httpx's
+        # client machinery, and httpcore's cost ten times our own per-request work (benchmarks/gateway_overhead.py).
+        # ``transport`` (an httpx transport, e.g. ASGITransport in tests) takes the httpx path instead; both relay
+        # the same way.
         self.transport = transport
-        self.pool: httpcore.AsyncConnectionPool | None = None
+        self.pool: UpstreamPool | None = None
         if transport is None:
-            self.pool = httpcore.AsyncConnectionPool(max_connections=max_connections,
-                                                     max_keepalive_connections=max_connections, retries=0)
             port = url.port or (443 if url.scheme == "https" else 80)
-            self._origin = (url.scheme.encode(), url.host.encode("ascii"), port)
-            self._host = url.netloc
+            self.pool = UpstreamPool(url.scheme, url.host, port, max_connections=max_connections,
+                                     connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                     write_timeout=write_timeout)
+            self._host = url.netloc.decode("ascii")
             self._base = url.raw_path.rstrip(b"/")
 
     async def aclose(self) -> None:
@@ -153,16 +170,16 @@ class Proxy:
                     body: AsyncIterator[bytes] | None) -> _Answer:
         """Send the request upstream; the answer's status, raw headers, raw body stream and closer."""
         if self.pool is not None:
-            raw = [(b"host", self._host)]
-            raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-            if body is not None and not any(k == "content-length" for k, _ in headers):
-                raw.append((b"transfer-encoding", b"chunked"))
-            scheme, host, port = self._origin
-            request = httpcore.Request(method.encode("ascii"), httpcore.URL(
-                scheme=scheme, host=host, port=port, target=self._base + path.encode("latin-1")), headers=raw,
-                content=body if body is not None else b"", extensions={"timeout": self.timeout})
-            core = await self.pool.handle_async_request(request)
-            return _Answer(core.status, list(core.headers), core.aiter_stream(), core.aclose)
+            chunked = body is not None and not any(k == "content-length" for k, _ in headers)
+            answer = await self.pool.request(method, self._base + path.encode("latin-1"),
+                                             [("host", self._host), *headers], body, chunked=chunked)
+            try:
+                whole = None if method == "HEAD" else await answer.small_body()
+            except BaseException:
+                await answer.aclose()
+                raise
+            return _Answer(answer.status, answer.headers, None if whole is not None else answer.body(),
+                           answer.aclose, whole)
         assert self.transport is not None
         response = await self.transport.handle_async_request(httpx.Request(
             method, self.upstream + path, headers=headers, content=body, extensions={"timeout": self.timeout}))
@@ -201,6 +218,15 @@ class Proxy:
                          if declared.isdigit() else "Malformed Content-Length"})
             return
         has_body = declared not in (None, "0") or any(k == b"transfer-encoding" for k, _ in scope["headers"])
+        if self.upstream_token is not None:
+            try:
+                token = await self.upstream_token(scope)
+            except OAuthError as exc:
+                status, extra, payload = exc.render()
+                await _send(send, status, extra, payload)
+                return
+            if token is not None:
+                headers.append(("authorization", "Bearer " + token))
         try:
             answer = await self._open(method, path, headers, self._body(receive) if has_body else None)
         except _BodyTooLarge:
@@ -219,11 +245,15 @@ class Proxy:
         try:
             await send({"type": "http.response.start", "status": answer.status,
                         "headers": forward_response_headers(answer.headers)})
-            if method != "HEAD":
+            if method == "HEAD":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif answer.body is None:  # all of it is here: one message, no stream
+                await send({"type": "http.response.body", "body": answer.whole or b"", "more_body": False})
+            else:
                 async for chunk in answer.body:
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except UPSTREAM_ERRORS as exc:
             # Mid-body: the status is out; returning without finishing makes the server abort the connection.
             logger.warning("upstream failed mid-response: %s %s (%s)", method, scope["path"],
@@ -268,6 +298,13 @@ class Proxy:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _send(send: Send, status: int, headers: dict[str, str], payload: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+        (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 async def _json(send: Send, status: int, body: dict[str, str]) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,11 +117,87 @@ class _Clock:
         return self._clock()
 
 
+class TrustDatabase:
+    """One trust database the gateway opened by URL: its engine, and the trust store, kill switch (with its cached
+    kill list) and approvals service on it. Shared by every generation of a reloadable gateway that names the
+    same URL (:class:`TrustDatabases`); closed once none of them uses it any more."""
+
+    def __init__(self, owner: TrustDatabases, url: str, clock: _Clock) -> None:
+        from authgate.approvals import ApprovalService
+        from authgate.config import to_sqlalchemy_url
+        from authgate.store import Store
+        from authgate.store.engine import make_engine
+        from authgate.trust.killswitch import KillSwitch
+        from authgate.trust.store import TrustStore
+
+        pool = int(os.environ.get("AUTHGATE_GATEWAY_DB_POOL", "5"))
+        self._owner = owner
+        self.url = url
+        # Nothing connects before the first request: an engine a failed build made and dropped holds no connection.
+        self.store = Store(make_engine(to_sqlalchemy_url(url), pool_size=pool, max_overflow=pool), clock)
+        self.trust = TrustStore(self.store)
+        self.killswitch = KillSwitch(self.trust)
+        self.approvals = ApprovalService(self.store, clock)
+        self.users = 0
+
+    def retain(self) -> Callable[[], Awaitable[None]]:
+        """Count one more user (a generation built on it) and return what releases it: the last release closes
+        the database. Idempotent."""
+        self.users += 1
+        released = False
+
+        async def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self.users -= 1
+            if self.users == 0:
+                await self._owner.discard(self)
+
+        return release
+
+
+class TrustDatabases:
+    """The trust databases one gateway has open, by URL, across its configuration generations: a reload that names
+    the same database keeps its connection pool and kill list instead of opening a second one; a database no
+    generation uses any more (the URL changed and the last request on the old generation ended) is closed."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = _Clock(clock)
+        self._open: dict[str, TrustDatabase] = {}
+
+    def open(self, url: str) -> TrustDatabase:
+        """The database at ``url``, opened on first use (its users are counted by :meth:`TrustDatabase.retain`)."""
+        database = self._open.get(url)
+        if database is None:
+            database = self._open[url] = TrustDatabase(self, url, self._clock)
+        return database
+
+    async def discard(self, database: TrustDatabase) -> None:
+        if self._open.get(database.url) is database:
+            del self._open[database.url]
+        await database.store.close()
+
+    async def aclose(self) -> None:
+        """Close every database still open (the gateway's end)."""
+        databases, self._open = list(self._open.values()), {}
+        for database in databases:
+            try:
+                await database.store.close()
+            except Exception as exc:  # one failing must not keep the others open
+                log.warning("closing a trust database failed: %s", exc.__class__.__name__)
+
+
 def build_trust(config: TrustConfig | None, clock: Callable[[], float], *, source: str,
-                server: ServerContext | None = None) -> tuple[TrustChecks | None, list[Callable[[], Any]]]:
-    """The gateway's trust checks (None without ``[trust]`` outside a server) and what closes them."""
+                server: ServerContext | None = None, databases: TrustDatabases | None = None,
+                ) -> tuple[TrustChecks | None, TrustDatabase | None]:
+    """The gateway's trust checks (None without ``[trust]`` outside a server) and the trust database they use when
+    the gateway opened one (from ``databases``, shared across reloads): the caller retains it once the rest of its
+    build succeeded (:meth:`TrustDatabase.retain`) and releases it when done. Inside a server, the server's own
+    store, kill switch and approvals are used (and never closed here)."""
     if config is None and server is None:
-        return None, []
+        return None, None
     from authgate.approvals import ApprovalService
     from authgate.trust.budgets import BudgetGuard
     from authgate.trust.checks import TrustChecks
@@ -132,41 +208,34 @@ def build_trust(config: TrustConfig | None, clock: Callable[[], float], *, sourc
     from authgate.trust.store import TrustStore
 
     config = config or TrustConfig()
-    closers: list[Callable[[], Any]] = []
     issuers = TrustedIssuers(config.issuers)
     trust: TrustStore | None = None
     killswitch: KillSwitch | None = None
     approvals: ApprovalService | None = None
+    database: TrustDatabase | None = None
     tclock = _Clock(clock)
     if server is not None:
         if config.database_url is not None:
             log.warning("%s: [trust]: database_url is ignored inside authgate serve: the server's database is used",
                         source)
         issuers.add_source(server.issuer, server.keys.jwks)
-        trust, killswitch, approvals = server.trust, server.killswitch, server.approvals
-    elif config.database_url is not None:
-        from authgate.config import to_sqlalchemy_url
-        from authgate.store import Store
-        from authgate.store.engine import make_engine
-
-        pool = int(os.environ.get("AUTHGATE_GATEWAY_DB_POOL", "5"))
-        store = Store(make_engine(to_sqlalchemy_url(config.database_url), pool_size=pool, max_overflow=pool), tclock)
-        closers.append(store.close)
-        trust = TrustStore(store)
-        killswitch = KillSwitch(trust)
-        approvals = ApprovalService(store, tclock)
-    if trust is None:
+    elif config.database_url is None:
         for key in ("budgets", "approvals"):
             if getattr(config, key) is True:
                 raise PolicyError(f"{source}: [trust]: {key}: needs the trust database (database_url or "
                                   "database_url_env)")
+    if config.require_mandate and not issuers.issuers():
+        raise PolicyError(f"{source}: [trust]: require_mandate: no mandate issuers are trusted ([trust.issuers])")
+    if server is not None:
+        trust, killswitch, approvals = server.trust, server.killswitch, server.approvals
+    elif config.database_url is not None:
+        database = (databases or TrustDatabases(clock)).open(config.database_url)
+        trust, killswitch, approvals = database.trust, database.killswitch, database.approvals
     budgets = BudgetGuard(trust, tclock, approvals if config.approvals is not False else None) \
         if trust is not None and config.budgets is not False else None
     mandates = MandateVerifier(issuers, revoked=store_revocations(trust) if trust is not None else None,
                                trust=trust) if issuers.issuers() else None
-    if config.require_mandate and mandates is None:
-        raise PolicyError(f"{source}: [trust]: require_mandate: no mandate issuers are trusted ([trust.issuers])")
     payments = PaymentTrustGuard(trust, tclock, budgets=budgets, mandates=mandates,
                                  require_mandate=config.require_mandate) if budgets or mandates else None
     return TrustChecks(killswitch=killswitch, issuers=issuers if issuers.issuers() else None, payments=payments,
-                       clock=tclock), closers
+                       clock=tclock), database

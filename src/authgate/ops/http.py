@@ -1,5 +1,5 @@
 """The ASGI layer of operations: a middleware that gives each request an ID, measures it and writes one access
-line, plus the ``/metrics`` and ``/ready`` endpoints."""
+line, plus the ``/metrics`` and ``/ready`` endpoints of ``authgate serve``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgate.ops import requestid
+from authgate.ops.decisions import DECISION_KEY, ROUTE_KEY
 from authgate.ops.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
@@ -43,14 +44,22 @@ def route_templates(routes: Iterable[BaseRoute], prefix: str = "") -> dict[int, 
 class Observed:
     """Request ID, latency and status metrics, and an access log line for every HTTP request.
 
-    The access line carries method, route template, status, duration and request ID — never the query string,
-    headers or body, where codes, tokens and payment signatures travel."""
+    The access line carries method, route, status, duration, request ID and, when a policy decided, its mechanism
+    and outcome — never the query string, headers or body, where codes, tokens and payment signatures travel.
+    The route is the endpoint's template, else the label of the policy route that decided (the gateway), else
+    ``<unmatched>``. ``log_path`` (the gateway, whose upstream's templates we do not know) adds the request
+    path, escaped and cut to 256 characters, to the line but never to a metric label.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, templates: Callable[[], dict[int, str]]) -> None:
+    The chosen request ID also replaces any ``X-Request-ID`` in the request the app sees, so what the gateway
+    forwards upstream is the ID it logged and answered with, never a client's malformed one."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, templates: Callable[[], dict[int, str]], *,
+                 log_path: bool = False) -> None:
         self.app = app
         self.metrics = metrics
         self._templates = templates
         self._cache: dict[int, str] | None = None
+        self.log_path = log_path
         # prometheus_client's labels() lookup costs more than the increment: keep the children per label set
         # (bounded: routes are templates, methods and statuses a small set)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -59,7 +68,10 @@ class Observed:
         if self._cache is None:
             self._cache = self._templates()
         endpoint = scope.get("endpoint")
-        return self._cache.get(id(endpoint), UNMATCHED) if endpoint is not None else UNMATCHED
+        if endpoint is not None and id(endpoint) in self._cache:
+            return self._cache[id(endpoint)]
+        label = scope.get("state", {}).get(ROUTE_KEY)
+        return label if isinstance(label, str) else UNMATCHED
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,6 +79,9 @@ class Observed:
             return
         incoming = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
         rid = requestid.choose(incoming)
+        scope["headers"] = [*(h for h in scope.get("headers", ()) if h[0] != b"x-request-id"),
+                            (b"x-request-id", rid.encode())]
+        scope.setdefault("state", {})
         token = requestid.current.set(rid)
         started = time.perf_counter()
         status = 500
@@ -96,13 +111,26 @@ class Observed:
                     self._children[(route, method, status)] = children
             children[0].inc()
             children[1].observe(elapsed)
-            access_log.info("%s %s %d %.1fms", method, route, status, elapsed * 1000,
-                            extra={"method": method, "route": route, "status": status,
-                                   "duration_ms": round(elapsed * 1000, 2)})
+            extra: dict[str, Any] = {"method": method, "route": route, "status": status,
+                                     "duration_ms": round(elapsed * 1000, 2)}
+            decision = scope.get("state", {}).get(DECISION_KEY)
+            if isinstance(decision, tuple) and len(decision) == 2:
+                extra["mechanism"], extra["outcome"] = decision
+            shown = route
+            if self.log_path:
+                shown = extra["path"] = loggable_path(scope.get("path", ""))
+            access_log.info("%s %s %d %.1fms", method, shown, status, elapsed * 1000, extra=extra)
             requestid.current.reset(token)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def loggable_path(path: str, limit: int = 256) -> str:
+    """``path`` safe for one log line: control and non-ASCII characters escaped (a ``%0A`` in a URL cannot start
+    a forged line), cut to ``limit`` characters."""
+    text = path.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:

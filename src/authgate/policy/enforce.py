@@ -54,7 +54,8 @@ from authgate.agentauth.signing import Caller
 from authgate.agentauth.tokens import scopes_of
 from authgate.crypto.httpsig import SignatureError
 from authgate.errors import InsufficientScope, InvalidToken, OAuthError, bearer_challenge
-from authgate.policy.identity import PRESENTED_KEY, STATE_KEY, Identity, agentauth_identity
+from authgate.ops.decisions import ROUTE_KEY, Tally, outcome_of
+from authgate.policy.identity import ALTERNATIVE_KEY, PRESENTED_KEY, STATE_KEY, Identity, agentauth_identity
 from authgate.policy.model import X402, AAuth, AgentAuth, Alternative, OAuth, Policy, PolicyError, Route
 from authgate.resource.bearer import BearerGuard, TemporarilyUnavailable
 from authgate.resource.metadata import AAUTH_WELL_KNOWN, advertisable
@@ -69,6 +70,7 @@ from authgate.x402.paywall import EXPOSE, Facilitator, Paywall, PaywallMiddlewar
 from authgate.x402.paywall_store import PaywallStore
 
 if TYPE_CHECKING:
+    from authgate.ops.metrics import Metrics
     from authgate.trust.checks import TrustChecks
 
 MAX_SIGNED_BODY = 1024 * 1024
@@ -104,18 +106,23 @@ class PolicyMiddleware:
     """Applies ``policy`` in front of ``app`` (see the module docstring). Mechanisms the policy names must be
     configured: ``bearer`` for oauth/aauth, ``agentauth`` for agentauth (its own ``rules`` are not used),
     ``facilitator`` and ``base_url`` (the public origin, for x402 resource URLs) for x402; routes with an
-    ``attestation`` need ``trust`` with issuers that include every issuer they name."""
+    ``attestation`` need ``trust`` with issuers that include every issuer they name. ``metrics``: where
+    each request's access decision is counted (:mod:`authgate.ops.decisions`; payments by the route's paywall,
+    with their settlements). ``siwx_key``: the key of x402 sign-in challenges (default: a fresh one), kept
+    across a rebuilt middleware so that a gateway reload does not void sign-ins in progress."""
 
     def __init__(self, app: ASGIApp, policy: Policy, *, bearer: BearerGuard | None = None,
                  agentauth: AgentAuthResource | None = None, facilitator: Facilitator | None = None,
                  base_url: str | None = None, paywall_store: PaywallStore | None = None,
-                 max_signed_body: int = MAX_SIGNED_BODY, trust: TrustChecks | None = None) -> None:
+                 max_signed_body: int = MAX_SIGNED_BODY, trust: TrustChecks | None = None,
+                 metrics: Metrics | None = None, siwx_key: bytes | None = None) -> None:
         self.app = app
         self.policy = policy
         self.bearer = bearer
         self.agentauth = agentauth
         self.max_signed_body = max_signed_body
         self.trust = trust
+        self.metrics = metrics
         trusted = set(trust.issuers.issuers()) if trust is not None and trust.issuers is not None else None
         for i, route in enumerate(policy.routes):
             if route.attestation is None:
@@ -138,14 +145,15 @@ class PolicyMiddleware:
         if facilitator is not None and any(r.payment() for r in policy.routes):
             if base_url is None:
                 raise PolicyError("x402 routes need base_url (the public origin agents call)")
-            siwx_key = secrets.token_bytes(32)
+            siwx_key = siwx_key or secrets.token_bytes(32)
             store = paywall_store
             for route in policy.routes:
                 pay = route.payment()
                 if pay is None:
                     continue
                 guard = trust.payment_guard(route.attestation) if trust is not None else None
-                paywall = Paywall(facilitator, base_url=base_url, store=store, siwx_key=siwx_key, guard=guard)
+                paywall = Paywall(facilitator, base_url=base_url, store=store, siwx_key=siwx_key, guard=guard,
+                                  metrics=metrics)
                 store = paywall.store  # one store shared by every route
                 priced = paywall.route("/*", pay.price_spec(), pay.pay_to, pay.network, description=pay.description,
                                        max_timeout_seconds=pay.max_timeout_seconds, upfront=pay.flow == "upfront")
@@ -165,10 +173,22 @@ class PolicyMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        method: str = scope.get("method", "GET").upper() if kind == "http" else "GET"
         if kind == "http" and await self._well_known(path, scope, receive, send):
-            return
+            return  # public documents, not an access decision
+        tally = Tally(self.metrics, scope)
+        try:
+            await self._judge(scope, receive, send, tally)
+        except BaseException:
+            if not tally.done:  # raised while deciding (not in the app after it was let in)
+                tally.record("none", "error")
+            raise
+
+    async def _judge(self, scope: Scope, receive: Receive, send: Send, tally: Tally) -> None:
+        kind = scope["type"]
+        path: str = scope["path"]
+        method: str = scope.get("method", "GET").upper() if kind == "http" else "GET"
         if not normal_path(scope):
+            tally.record("none", "denied")
             await _answer(scope, send, 400, {"Content-Type": "application/json", "Cache-Control": "no-store"},
                           b'{"error":"invalid_request","error_description":"Path not in normal form"}')
             return
@@ -177,23 +197,28 @@ class PolicyMiddleware:
         preflight = kind == "http" and method == "OPTIONS" and _header(scope, b"access-control-request-method")
         if preflight and (self.policy.unmatched == "public" or self.policy.route_for(
                 str(_header(scope, b"access-control-request-method")).upper(), path) is not None):
+            tally.record("public", "allowed")
             await self.app(scope, receive, send)  # CORS preflight of a route we serve: browsers send no credentials
             return
         if route is None:
             if self.policy.unmatched == "public":
                 state[STATE_KEY] = Identity("public")
+                tally.record("public", "allowed")
                 await self.app(scope, receive, send)
                 return
+            tally.record("none", "denied")
             body = json.dumps({"error": "access_denied", "error_description": "No route policy covers this "
                                                                               "request"}).encode()
             await _answer(scope, send, 403, {"Content-Type": "application/json", "Cache-Control": "no-store"}, body)
             return
+        state[ROUTE_KEY] = route.label
         if route.alternatives[0].mechanism == "public":
             state[STATE_KEY] = Identity("public")
+            tally.record("public", "allowed")
             await self.app(scope, receive, send)
             return
         if kind == "websocket":
-            await self._websocket(scope, receive, send, route, method)
+            await self._websocket(scope, receive, send, route, method, tally)
             return
 
         body = b""
@@ -201,6 +226,7 @@ class PolicyMiddleware:
                 isinstance(a, AgentAuth) for a in route.alternatives):
             body, too_large = await _read_body(receive, self.max_signed_body)
             if too_large:
+                tally.record("agentauth", "denied")
                 await _answer(scope, send, 413, {"Content-Type": "application/json"},
                               b'{"error":"invalid_request","error_description":"Signed request body too large"}')
                 return
@@ -210,24 +236,29 @@ class PolicyMiddleware:
         for alt in route.alternatives:
             if isinstance(alt, X402):
                 if _has(scope, _PAYMENT_HEADERS):
-                    await self._pay(scope, receive, send, route, attempt, method, path, body)
+                    # the paywall records the decision (this middleware, when it answers before the paywall)
+                    await self._pay(scope, receive, send, route, attempt, method, path, body, tally)
                     return
                 continue
             try:
                 identity = await self._try(alt, scope, method, path, body, attempt)
             except TemporarilyUnavailable as exc:
+                tally.record(alt.mechanism, "error")
                 status, headers, payload = exc.render()
                 await _answer(scope, send, status, headers, payload)
                 return
             if identity is not None:
-                if route.attestation is not None and not await self._attested(scope, send, route, [identity.agent]):
+                if route.attestation is not None and not await self._attested(scope, send, route, identity, tally):
                     return
                 state[STATE_KEY] = identity
+                state[ALTERNATIVE_KEY] = alt
                 if attempt.claims is not None and identity.mechanism in ("oauth", "aauth"):
                     state[CLAIMS_STATE_KEY] = attempt.claims
+                tally.record(identity.mechanism, "allowed")
                 await self.app(scope, receive, send)
                 return
         status, headers, payload = self.challenge(route, attempt, path)
+        tally.record(attempt.failures[0][0].mechanism if attempt.failures else "none", outcome_of(status, headers))
         await _answer(scope, send, status, headers, payload)
 
     async def _well_known(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
@@ -368,62 +399,78 @@ class PolicyMiddleware:
                 return
         attempt.caller = caller
 
-    async def _attested(self, scope: Scope, send: Send, route: Route, agents: list[str | None]) -> bool:
-        """Check the route's attestation for an identity an alternative let in; answer the refusal if not."""
+    async def _attested(self, scope: Scope, send: Send, route: Route, identity: Identity, tally: Tally) -> bool:
+        """Check the route's attestation for an identity an alternative let in; answer (and count) the refusal
+        if not."""
         assert self.trust is not None and route.attestation is not None
         try:
-            await self.trust.attest(scope, route.attestation, agents)
+            await self.trust.attest(scope, route.attestation, [identity.agent])
         except TrustError as exc:
             refusal = exc
         except STORE_ERRORS:
             refusal = unavailable()
         else:
             return True
+        tally.record(identity.mechanism, outcome_of(refusal.status, refusal.headers))
         expose = ", ".join(refusal.headers)
         await _answer(scope, send, refusal.status, {"Content-Type": "application/json", "Cache-Control": "no-store",
                                                     **refusal.headers, "Access-Control-Expose-Headers": expose},
                       json.dumps(refusal.body()).encode())
         return False
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send, route: Route, method: str) -> None:
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send, route: Route, method: str,
+                         tally: Tally) -> None:
         """WebSockets carry bearer tokens only (no signed bodies, no payments)."""
         attempt = _Attempt()
+        down = None
         for alt in route.alternatives:
             if isinstance(alt, (OAuth, AAuth)):
                 try:
                     identity = await self._try_bearer(alt, scope, attempt)
                 except TemporarilyUnavailable:
-                    identity = None
+                    identity, down = None, alt.mechanism
                 if identity is not None:
                     if route.attestation is not None:
                         assert self.trust is not None
                         try:
                             await self.trust.attest(scope, route.attestation, [identity.agent])
                         except TrustError:
+                            tally.record(identity.mechanism, "denied")
                             break
                         except STORE_ERRORS:
+                            tally.record(identity.mechanism, "error")
                             break
                     scope.setdefault("state", {})[STATE_KEY] = identity
+                    tally.record(identity.mechanism, "allowed")
                     await self.app(scope, receive, send)
                     return
+        if tally.done:  # an alternative let it in, the route's attestation did not: counted above
+            pass
+        elif down is not None:
+            tally.record(down, "error")
+        else:  # a closed socket is no challenge a client can answer
+            tally.record(attempt.failures[0][0].mechanism if attempt.failures else "none", "denied")
         await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
 
     # -- payment ----------------------------------------------------------------------------------------------
 
     async def _pay(self, scope: Scope, receive: Receive, send: Send, route: Route, attempt: _Attempt, method: str,
-                   path: str, body: bytes) -> None:
+                   path: str, body: bytes, tally: Tally) -> None:
         """Hand the request to the route's paywall; a 402 it answers before serving gets the other challenges.
-        With trust checks, first learn who else the request says it is (its bearer token or signature)."""
+        With trust checks, first learn who else the request says it is (its bearer token or signature); a
+        refusal answered here is counted here (the paywall counts its own)."""
         if self.trust is not None:
             try:
                 presented = await self._presented(route, scope, method, path, body, attempt)
             except TemporarilyUnavailable as exc:
+                tally.record("x402", "error")
                 status, headers, payload = exc.render()
                 await _answer(scope, send, status, headers, payload)
                 return
             if attempt.killed:
                 refusal = TrustError(trust_wire.ERR_KILLED, "the credential presented with this payment is disabled "
                                      "by the kill switch")
+                tally.record("x402", "denied")
                 await _answer(scope, send, refusal.status, {"Content-Type": "application/json",
                                                             "Cache-Control": "no-store"},
                               json.dumps(refusal.body()).encode())

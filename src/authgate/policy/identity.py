@@ -19,6 +19,9 @@ STATE_KEY = "authgate.identity"
 #: bind mandates and attestations to it; the payment itself is still what lets the request in.
 PRESENTED_KEY = "authgate.presented"
 THUMBPRINT_URN = "urn:ietf:params:oauth:jwk-thumbprint:sha-256:"
+#: The route alternative the request satisfied (:mod:`authgate.policy.model`), beside the identity: the gateway
+#: asks for that alternative's scopes when it exchanges the caller's token for an upstream one.
+ALTERNATIVE_KEY = "authgate.alternative"
 
 
 @dataclass(frozen=True)

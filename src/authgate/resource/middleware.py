@@ -21,14 +21,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authgate.errors import OAuthError
+from authgate.ops.decisions import Tally, outcome_of
 from authgate.resource.bearer import BearerGuard
 from authgate.resource.metadata import AAUTH_WELL_KNOWN, ProtectedResource, check_scopes
 from authgate.resource.verifier import AccessClaims, TokenVerifier
+
+if TYPE_CHECKING:
+    from authgate.ops.metrics import Metrics
 
 STATE_KEY = "authgate"
 GUARD_STATE_KEY = "authgate.guard"
@@ -146,10 +150,13 @@ class AuthGateMiddleware:
         rules: Sequence[Rule | tuple[str, Iterable[str] | None, Iterable[str]]] = (),
         *,
         unmatched: Unmatched = "authenticate",
+        metrics: Metrics | None = None,
     ) -> None:
         if unmatched not in ("authenticate", "public"):
             raise ValueError("unmatched must be 'authenticate' or 'public'")
         self.app = app
+        #: Where decisions are counted (``authgate_access_decisions``, mechanism ``oauth``); None: nowhere.
+        self.metrics = metrics
         self.guard = BearerGuard(verifier, resource)
         self.rules = tuple(Rule.coerce(r) for r in rules)
         self.unmatched: Unmatched = unmatched
@@ -180,22 +187,33 @@ class AuthGateMiddleware:
             return
         state = scope.setdefault("state", {})
         state[GUARD_STATE_KEY] = self.guard
+        tally = Tally(self.metrics, scope)
         if kind == "http" and method == "OPTIONS" and _headers(scope, b"access-control-request-method"):
+            tally.record("public", "allowed")
             await self.app(scope, receive, send)
             return
         rule = self.rule_for(method, path)
         if (rule is not None and rule.public) or (rule is None and self.unmatched == "public"):
+            tally.record("public", "allowed")
             await self.app(scope, receive, send)
             return
+        authorization = _headers(scope, b"authorization")
+        mechanism = "oauth" if authorization or token_in_query(scope) else "none"
         try:
             claims: AccessClaims = await self.guard.authenticate(
-                _headers(scope, b"authorization"), rule.scopes if rule else (), token_in_query=token_in_query(scope)
+                authorization, rule.scopes if rule else (), token_in_query=token_in_query(scope)
             )
         except OAuthError as exc:
             if kind == "websocket":
+                tally.record(mechanism, "error" if exc.status_code >= 500 else "denied")
                 await send({"type": "websocket.close", "code": 1008, "reason": exc.error})
             else:
+                tally.record(mechanism, outcome_of(exc.status_code, exc.headers))
                 await send_error(send, exc, head=method == "HEAD")
             return
+        except BaseException:
+            tally.record(mechanism, "error")
+            raise
+        tally.record("oauth", "allowed")
         state[STATE_KEY] = claims
         await self.app(scope, receive, send)

@@ -16,9 +16,11 @@ ever see a generic ``invalid_token``.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
 import logging
 from base64 import urlsafe_b64decode
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,7 +31,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 
 from authgate.clock import Clock, SystemClock
-from authgate.resource.jwks import KeySourceError, RemoteJWKS
+from authgate.resource.jwks import KeySourceError, PublicKey, RemoteJWKS
 from authgate.resource.metadata import canonical_resource
 
 log = logging.getLogger("authgate.resource")
@@ -117,6 +119,7 @@ class JWTVerifier:
         algorithms: Collection[str] = DEFAULT_ALGORITHMS,
         refetch_interval: float = 30.0,
         jwks_max_age: float = 3600.0,
+        verified_cache: int = 0,
     ) -> None:
         bad = set(algorithms) - SUPPORTED_ALGORITHMS
         if bad or not algorithms:
@@ -132,6 +135,14 @@ class JWTVerifier:
             issuer, jwks_uri=jwks_uri, http_client=http_client, clock=self.clock,
             refetch_interval=refetch_interval, max_age=jwks_max_age,
         )
+        if verified_cache < 0:
+            raise ValueError("verified_cache must not be negative")
+        #: ``verified_cache`` > 0: that many tokens that passed, keyed by a SHA-256 of the token (never the token),
+        #: each with the key object that verified it. A hit skips parsing and the signature check (the costly
+        #: part, ~0.2 ms for ES256) but not the time checks, and counts only while that very key is still the
+        #: JWKS's key for its kid (a refresh that drops or replaces it makes every entry it verified miss).
+        self.verified_cache = verified_cache
+        self._verified: OrderedDict[bytes, tuple[PublicKey, str | None, AccessClaims]] = OrderedDict()
 
     @property
     def audience(self) -> str:
@@ -142,13 +153,35 @@ class JWTVerifier:
         await self.keys.aclose()
 
     async def verify(self, token: str) -> AccessClaims:
+        digest = None
         try:
-            return await self._verify(token)
+            if self.verified_cache and len(token) <= MAX_TOKEN_BYTES:
+                digest = hashlib.sha256(token.encode()).digest()
+                hit = self._verified.get(digest)
+                if hit is not None:
+                    key, kid, claims = hit
+                    try:
+                        current = await self.keys.get(kid)
+                    except KeySourceError as exc:
+                        raise VerifierUnavailable(str(exc)) from exc
+                    if current is key:
+                        self._check_times(claims.claims)
+                        self._verified.move_to_end(digest)
+                        return claims
+                    del self._verified[digest]  # the key changed: verify afresh
+            return await self._verify(token, digest)
         except TokenRejected as exc:
+            if digest is not None:
+                self._verified.pop(digest, None)
             log.info("access token rejected: %s", exc)
             raise
 
-    async def _verify(self, token: str) -> AccessClaims:
+    def _remember(self, digest: bytes, key: PublicKey, kid: str | None, claims: AccessClaims) -> None:
+        self._verified[digest] = (key, kid, claims)
+        while len(self._verified) > self.verified_cache:
+            self._verified.popitem(last=False)
+
+    async def _verify(self, token: str, digest: bytes | None = None) -> AccessClaims:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRejected("too_large")
         parts = token.split(".")
@@ -193,7 +226,10 @@ class JWTVerifier:
             raise TokenRejected("malformed", "payload is not JSON") from exc
         if not isinstance(claims, dict):
             raise TokenRejected("malformed", "payload is not an object")
-        return self._check_claims(claims)
+        checked = self._check_claims(claims)
+        if digest is not None:
+            self._remember(digest, key, kid, checked)
+        return checked
 
     def _check_claims(self, claims: dict[str, Any]) -> AccessClaims:
         for name in REQUIRED_STRING_CLAIMS:
@@ -212,17 +248,7 @@ class JWTVerifier:
         if not any(isinstance(a, str) and self._matches(a) for a in audiences):
             raise TokenRejected("wrong_audience", repr(aud))
 
-        now = self.clock.now()
-        exp = _number(claims, "exp", required=True)
-        iat = _number(claims, "iat", required=True)
-        nbf = _number(claims, "nbf", required=False)
-        assert exp is not None and iat is not None
-        if now >= exp + self.leeway:
-            raise TokenRejected("expired", f"exp={exp}")
-        if nbf is not None and now + self.leeway < nbf:
-            raise TokenRejected("not_yet_valid", f"nbf={nbf}")
-        if now + self.leeway < iat:
-            raise TokenRejected("issued_in_future", f"iat={iat}")
+        exp, iat = self._check_times(claims)
 
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
@@ -238,6 +264,21 @@ class JWTVerifier:
             token_id=claims["jti"],
             claims=MappingProxyType(claims),
         )
+
+    def _check_times(self, claims: Mapping[str, Any]) -> tuple[int, int]:
+        """``exp``, ``nbf`` and ``iat`` against now, with the leeway: the checks a cached result repeats."""
+        now = self.clock.now()
+        exp = _number(claims, "exp", required=True)
+        iat = _number(claims, "iat", required=True)
+        nbf = _number(claims, "nbf", required=False)
+        assert exp is not None and iat is not None
+        if now >= exp + self.leeway:
+            raise TokenRejected("expired", f"exp={exp}")
+        if nbf is not None and now + self.leeway < nbf:
+            raise TokenRejected("not_yet_valid", f"nbf={nbf}")
+        if now + self.leeway < iat:
+            raise TokenRejected("issued_in_future", f"iat={iat}")
+        return exp, iat
 
     def _matches(self, aud: str) -> bool:
         if aud == self._audience:

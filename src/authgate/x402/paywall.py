@@ -48,20 +48,25 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgate.ops.decisions import Tally, outcome_of
 from authgate.trust.errors import TrustError
+from authgate.x402 import errors as reasons
 from authgate.x402 import wire
 from authgate.x402.errors import X402WireError
 from authgate.x402.extensions import payment_identifier as pid
 from authgate.x402.extensions import siwx
 from authgate.x402.paywall_store import MemoryPaywallStore, PaywallStore, store_key
 from authgate.x402.price import Price, parse_price
+
+if TYPE_CHECKING:
+    from authgate.ops.metrics import Metrics
 
 logger = logging.getLogger("authgate.x402.paywall")
 
@@ -131,11 +136,13 @@ class _Answer(Exception):
     """A final answer decided before the handler (402, 400, 409, ...). An exception so that the FastAPI
     dependency can stop the request; the middleware renders it."""
 
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes, outcome: str | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.headers = headers
         self.body = body
+        #: The access-decision outcome (authgate.ops.decisions) when the status alone does not say it.
+        self.outcome = outcome or outcome_of(status, headers)
 
 
 def _json_answer(status: int, body: dict[str, Any], extra: dict[str, str] | None = None) -> _Answer:
@@ -192,6 +199,7 @@ class Paywall:
         siwx_statement: str | None = "Sign in to use what you paid for",
         guard: Callable[[Scope, wire.PaymentRequirements, str], Awaitable[Callable[[], Awaitable[None]] | None]]
         | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
@@ -209,6 +217,9 @@ class Paywall:
         #: Trust checks before /verify (authgate.trust.paywall.PaymentTrustGuard): kill switch, attestations,
         #: mandate, budget; raises TrustError to refuse, returns what undoes its counting.
         self.guard = guard
+        #: Where decisions (``authgate_access_decisions``) and settlements (``authgate_paywall_settlements``) are
+        #: counted; None: nowhere.
+        self.metrics = metrics
 
     # -- configuration ---------------------------------------------------------------------------------------
 
@@ -325,6 +336,7 @@ class Paywall:
         client's authorization was never used and stays valid until ``validBefore``."""
         answer = self.challenge(route, resource_url, FACILITATOR_UNAVAILABLE_ERROR)
         answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        answer.outcome = "error"
         return answer
 
     # -- settlement --------------------------------------------------------------------------------------------
@@ -338,9 +350,18 @@ class Paywall:
                 result = await self.facilitator.settle(pending.payload, pending.requirements)
         except Exception as exc:
             logger.warning("x402 settle failed: %s", exc.__class__.__name__)
-            return wire.SettleResponse(success=False, transaction="", network=pending.requirements.network,
-                                       payer=pending.payment.payer, error_reason="unexpected_settle_error")
+            result = wire.SettleResponse(success=False, transaction="", network=pending.requirements.network,
+                                         payer=pending.payment.payer, error_reason=reasons.UNEXPECTED_SETTLE_ERROR)
+        self.count_settlement(pending.requirements.network,
+                              "settled" if result.success else result.error_reason or "failed")
         return result
+
+    def count_settlement(self, network: str, outcome: str) -> None:
+        """Count one settlement outcome. ``network`` comes from our own offers; a reason another facilitator
+        made up counts as ``other``, so labels stay bounded whatever it answers."""
+        if self.metrics is not None:
+            known = outcome in ("settled", "failed", "skipped") or outcome in _SETTLE_REASONS
+            self.metrics.paywall_settlements.labels(network, outcome if known else "other").inc()
 
     async def _settled(self, pending: _Pending, receipt: wire.SettleResponse) -> None:
         """Remember a successful settlement for the extensions."""
@@ -371,10 +392,27 @@ class _Exchange:
         self.answer: _Answer | None = None
 
     async def charge(self, route: PricedRoute) -> Payment:
-        """Everything before the handler; returns the Payment or raises :class:`_Answer`."""
+        """Everything before the handler; returns the Payment or raises :class:`_Answer`. Records the access
+        decision: mechanism ``x402`` when the request carried a payment or a sign-in, else ``none``."""
         if self.charged:
             raise RuntimeError("a request can be charged once")
         self.charged = True
+        tally = Tally(self.paywall.metrics, self.scope)
+        presented = _header(self.scope, b"payment-signature") is not None or \
+            _header(self.scope, b"sign-in-with-x") is not None
+        mechanism = "x402" if presented else "none"
+        try:
+            payment = await self._charge(route)
+        except _Answer as answer:
+            tally.record(mechanism, answer.outcome)
+            raise
+        except BaseException:
+            tally.record(mechanism, "error")
+            raise
+        tally.record("x402", "allowed")
+        return payment
+
+    async def _charge(self, route: PricedRoute) -> Payment:
         pw = self.paywall
         path = self.scope.get("path", "/")
         resource_url = pw.resource_url(route, path)
@@ -509,10 +547,17 @@ class _Exchange:
         self.scope.setdefault("state", {})[STATE_KEY] = payment
 
 
+#: Reason strings the x402 SDK defines (authgate.x402.errors): the only ones counted by name.
+_SETTLE_REASONS = frozenset(v for k, v in vars(reasons).items() if k.isupper() and isinstance(v, str))
+#: Settlement failures that are the facilitator's or the chain's trouble, not the payer's.
+_SETTLE_ERRORS = frozenset({reasons.UNEXPECTED_SETTLE_ERROR, reasons.SETTLEMENT_PENDING})
+
+
 def _settle_failure(receipt: wire.SettleResponse) -> _Answer:
     return _Answer(402, {"Content-Type": "application/json", "Cache-Control": "no-store",
                          wire.HEADER_PAYMENT_RESPONSE: receipt.to_header(),
-                         "Access-Control-Expose-Headers": EXPOSE}, b"{}")
+                         "Access-Control-Expose-Headers": EXPOSE}, b"{}",
+                   outcome="error" if receipt.error_reason in _SETTLE_ERRORS else "denied")
 
 
 async def _send_answer(send: Send, answer: _Answer, head: bool = False) -> None:
@@ -613,6 +658,7 @@ class PaywallMiddleware:
         status = int(buffer.start["status"]) if buffer.start is not None else 500
         if buffer.start is None or not buffer.complete or status >= 400:
             # The handler failed (or answered nothing): nothing is settled, its answer goes out as it was.
+            paywall.count_settlement(pending.requirements.network, "skipped")
             await paywall._release(pending)
             if buffer.start is not None:
                 await send(buffer.start)
@@ -621,6 +667,7 @@ class PaywallMiddleware:
                 await _send_answer(send, _json_answer(500, {"error": "no_response"}), head)
             return
         if buffer.overflow:
+            paywall.count_settlement(pending.requirements.network, "skipped")
             await paywall._release(pending)
             logger.error("x402: response larger than max_buffer (%d bytes); not settled", paywall.max_buffer)
             await _send_answer(send, _json_answer(500, {"error": "response_too_large"}), head)
