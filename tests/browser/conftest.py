@@ -173,13 +173,19 @@ async def callback_server() -> AsyncIterator[tuple[str, list[str]]]:
         hits.append(str(request.url))
         return HTMLResponse("<!doctype html><title>Client callback</title><h1>Client received the answer</h1>")
 
+    icon_asked = asyncio.Event()
+
     async def no_icon(request: Request) -> Response:
+        icon_asked.set()
         return Response(status_code=204)
 
     port = free_port()
     app = Starlette(routes=[Route("/callback", callback), Route("/favicon.ico", no_icon)])
     async with serve(app, port) as base:
         yield base + "/callback", hits
+        if hits:  # Chromium asks the landed page's origin for its icon after the load: let that finish first
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(icon_asked.wait(), 2)
 
 
 @contextlib.asynccontextmanager

@@ -253,6 +253,13 @@ async def test_a_verified_token_is_remembered_but_its_times_and_key_are_checked_
         return real(token, *args, **kwargs)
 
     monkeypatch.setattr(module.jws, "deserialize_compact", counting)
+    real_es256 = module._verify_es256
+
+    def counting_es256(key: Any, parts: list[str]) -> bytes:
+        checked.append(".".join(parts))
+        return real_es256(key, parts)
+
+    monkeypatch.setattr(module, "_verify_es256", counting_es256)
     cached = JWTVerifier(ISS, AUD, jwks_uri=JWKS_URI, http_client=http, clock=clock, leeway=5, verified_cache=2,
                          refetch_interval=0)
     token = fake.sign(claims(clock))
@@ -280,3 +287,27 @@ async def test_a_verified_token_is_remembered_but_its_times_and_key_are_checked_
     assert len(cached._verified) == 2
     with pytest.raises(ValueError, match="verified_cache"):
         JWTVerifier(ISS, AUD, verified_cache=-1)
+
+
+async def test_es256_signature_encodings_other_than_r_s_base64url_are_refused(
+        verifier: JWTVerifier, fake: FakeAS, clock: FrozenClock) -> None:
+    """The ES256 path checks the signature itself: only the one RFC 7518 §3.4 form (R || S, 64 bytes,
+    base64url without padding) passes; a DER signature, padding, or characters outside base64url are refused,
+    and a P-256 signature by another key fails."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    token = fake.sign(claims(clock))
+    assert (await verifier.verify(token)).subject == "u1"
+    head, body, sig = token.split(".")
+    private = fake.key.private_key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    der = private.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256()))
+    der_token = f"{head}.{body}." + base64.urlsafe_b64encode(der).decode().rstrip("=")
+    other = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
+    for bad in (der_token, token + "=", f"{head}.{body}.{sig[:-2]}+/", f"{head}.{body}.{sig[:10]} {sig[10:]}",
+                fake.sign(claims(clock), key=other)):
+        with pytest.raises(TokenRejected, match="bad_signature"):
+            await verifier.verify(bad)
