@@ -111,3 +111,28 @@ async def test_a_client_registered_elsewhere_is_found_at_once(
     info = await add_static_client(other_store, settings, {"client_name": "late",
                                                            "grant_types": ["client_credentials"]})
     assert (await _token(client, info["client_id"], info["client_secret"])).status_code == 200
+
+
+async def test_an_idle_connection_killed_by_the_database_is_replaced_not_failed(
+        backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ping on every checkout (a round trip each), but a connection that sat idle is pinged first: one the
+    database dropped meanwhile (restart, idle timeout) is replaced and the statement runs on a fresh one."""
+    if backend != "postgres":
+        pytest.skip("a PostgreSQL connection pool behaviour (SQLite has one local connection)")
+    import authgate.store.engine as engine_module
+    from authgate.config import to_sqlalchemy_url
+    from tests.conftest import PG_URL
+
+    engine = engine_module.make_engine(to_sqlalchemy_url(PG_URL), pool_size=1, max_overflow=0)
+    admin = create_async_engine(to_sqlalchemy_url(PG_URL))
+    try:
+        async with engine.connect() as conn:
+            pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+        async with admin.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        monkeypatch.setattr(engine_module, "IDLE_PING_SECONDS", 0.0)
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one() != pid
+    finally:
+        await engine.dispose()
+        await admin.dispose()
