@@ -25,7 +25,6 @@ import asyncio
 import base64
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import Result, drive, request
+from machine import hardware
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VERSION = "9.13.3"
@@ -46,15 +46,6 @@ PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "oidc_provider.mjs"
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-" + "s" * 40
 
-
-def hardware() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()}"
 
 
 def node_bin() -> tuple[str, str]:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import secrets
 import statistics
 import sys
@@ -25,20 +24,13 @@ import time
 from pathlib import Path
 
 import httpx
+import machine
 
 from authgate.demo.servers import free_port
 
 
 def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()} | "
-            f"httpx {httpx.__version__}")
-
+    return machine.hardware(f"httpx {httpx.__version__}")
 
 def upstream(port: int, issuer: str, jwks: str) -> None:
     """The upstream process: a plain API that knows nothing of authgate (and the AS documents)."""

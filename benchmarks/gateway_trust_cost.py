@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import secrets
 import statistics
 import sys
@@ -27,6 +25,7 @@ from typing import Any
 import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from machine import hardware
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,15 +41,6 @@ API = "https://api.bench"
 PAYEE = localchain.label_address("bench-payee")
 PAYER = localchain.label_address("bench-payer")
 
-
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()}"
 
 
 class Router(httpx.AsyncBaseTransport):

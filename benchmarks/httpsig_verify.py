@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import cryptography
+import machine
 from aauth.agent.signer import AgentRequestSigner
 from aauth.resource.verifier import RequestVerifier
 from aauth_signing.keys.jwk import public_key_to_jwk
@@ -44,15 +43,7 @@ AP, AGENT, HOST = "https://ap.example", "aauth:bench@ap.example", "resource.exam
 
 
 def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()} | "
-            f"cryptography {cryptography.__version__}")
-
+    return machine.hardware(f"cryptography {cryptography.__version__}")
 
 def rate(fn: Callable[[], Any], seconds: float) -> float:
     n, start = 0, time.perf_counter()

@@ -8,8 +8,6 @@ one core, no HTTP. Run: ``.venv/bin/python benchmarks/resource_verify.py [second
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import statistics
 import sys
 import time
@@ -19,6 +17,7 @@ from typing import Any
 import httpx
 import joserfc
 import jwt as pyjwt
+import machine
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
@@ -29,15 +28,7 @@ AUD = "https://rs.example/mcp"
 
 
 def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()} | "
-            f"joserfc {joserfc.__version__} | PyJWT {pyjwt.__version__}")
-
+    return machine.hardware(f"joserfc {joserfc.__version__}", f"PyJWT {pyjwt.__version__}")
 
 def rate(fn: Callable[[], Any], seconds: float) -> float:
     n, start = 0, time.perf_counter()

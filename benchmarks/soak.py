@@ -35,7 +35,6 @@ import asyncio
 import base64
 import json
 import os
-import platform
 import secrets
 import signal
 import subprocess
@@ -50,6 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import Result, _read_answer, request
+from machine import hardware
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES = os.environ.get("AUTHGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -68,17 +68,6 @@ REQUEST_TIMEOUT = 60.0
 #: close idle connections (uvicorn after 5 s), and a request written into one being closed is lost.
 IDLE_RECONNECT = 2.0
 
-
-def hardware() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()} | "
-            f"load average {load:.1f}")
 
 
 def free_port() -> int:

@@ -12,8 +12,6 @@ Run: ``.venv/bin/python benchmarks/token_endpoint.py [requests] [postgresql://â€
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from typing import Any
 import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from machine import hardware
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -35,15 +34,6 @@ from authgate.store import Store
 
 ISSUER = "http://127.0.0.1:9000"
 
-
-def hardware() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()}"
 
 
 async def rate(label: str, n: int, call: Any) -> float:
