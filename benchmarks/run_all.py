@@ -1,5 +1,5 @@
-"""Every benchmark of issue 9 in one command: each script runs in turn (same machine, its peer in the same run)
-and its figures and ratios are printed, then one summary table of the ratios against their targets.
+"""Every benchmark of issues 3, 6, 7 and 9 in one command: each script runs in turn (same machine, its peer in
+the same run) and its figures and ratios are printed, then one summary table of the ratios against their targets.
 
 Run: ``.venv/bin/python benchmarks/run_all.py [--quick] [--postgres URL]``. ``--quick`` is the CI smoke run
 (small counts: it proves every benchmark runs and prints its figures; the figures themselves are noisy).
@@ -30,6 +30,9 @@ def benches(postgres: str | None) -> list[Bench]:
          [("one token", r"protected, one token\s+([\d.]+)x", 0.8, True),
           ("fresh token each request", r"protected, a fresh token per request\s+([\d.]+)x", 0.8,
            True)]),
+        ("gateway vs direct to the upstream (p50 latency)", ["gateway_overhead.py"], ["100", "2"],
+         [("public route", r"gateway /public\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)x", 1.5, False),
+          ("OAuth route (ES256 token)", r"gateway /oauth\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)x", 1.5, False)]),
         ("Agent Auth signed-request verify vs aauth", ["httpsig_verify.py"], ["--quick"],
          [("full verify vs aauth", r"full / aauth RequestVerifier throughput: ([\d.]+)x", 2.0, True),
           ("cost vs raw signature", r"signature cost / raw verify cost: ([\d.]+)x", 1.5, False)]),

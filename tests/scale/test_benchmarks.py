@@ -31,4 +31,4 @@ def test_every_benchmark_runs_and_reports_its_ratios(record_property: pytest.Rec
                     *summary.splitlines()[1:]])
     assert done.returncode == 0, out[-6000:]
     rows = [line for line in summary.splitlines()[1:] if line.strip()]
-    assert len(rows) == 10 and not any("NOT MEASURED" in r for r in rows), summary
+    assert len(rows) == 12 and not any("NOT MEASURED" in r for r in rows), summary
