@@ -22,6 +22,16 @@ Serves ``/.well-known/aauth-resource.json`` (``issuer``, ``jwks_uri``, ``scope_d
 :class:`authgate.net.Fetcher` unless ``fetch_json`` replaces it (agent tokens may name any provider;
 ``trusted_agent_providers`` narrows that). The ``@authority`` is checked against ``canonical_authorities`` (behind a
 TLS-terminating proxy list the public host); ``X-Forwarded-*`` is never read. Imports nothing of the server.
+
+Server-to-server routes (``require(path, "server")``): the caller is a server signing as itself
+(``Signature-Key: sig=jwks_uri;id=…;dwk=…;kid=…``, -11 §3.6/§3.10) and must be listed in ``trusted_servers``
+(``{"https://ps.example": ["aauth-person.json"]}``: identifier → the role documents it may sign through; profile
+§17.7). Its keys come through the SSRF-guarded fetcher and the JWKS cache
+(:class:`~authgate.agentauth.discovery.ServerKeys`); every failure is ``401`` + ``Signature-Error``
+(``invalid_key`` for a server not admitted, ``issuer_missing`` / ``issuer_mismatch``, ``unknown_key`` for an
+unknown ``kid`` or an unreachable server). Agent routes refuse ``jwks_uri`` and server routes refuse ``jwt``
+(``unsupported_scheme``). The state is ``{"typ": "server", "server", "dwk", "kid", "jkt", "claims": {"iss",
+"dwk"}}``.
 """
 
 from __future__ import annotations
@@ -36,9 +46,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authgate.agentauth import wire
-from authgate.agentauth.discovery import FetchJSON, IssuerKeys, fetcher_json
+from authgate.agentauth.discovery import FetchJSON, IssuerKeys, ServerKeys, fetcher_json
 from authgate.agentauth.errors import Problem, TokenProblem
-from authgate.agentauth.signing import Caller, scope_headers, scope_target, verify_signed
+from authgate.agentauth.signing import (
+    Caller,
+    ServerCaller,
+    scope_headers,
+    scope_target,
+    verify_server_signed,
+    verify_signed,
+)
 from authgate.agentauth.tokens import PublicKey, Signer, base_claims, parse_amount, public_jwk, scopes_of
 from authgate.crypto.httpsig import SignatureError
 from authgate.net.fetch import Fetcher
@@ -48,7 +65,7 @@ if TYPE_CHECKING:
     from authgate.agentauth.replay import ReplayCache
     from authgate.ops.metrics import Metrics
 
-Need = Literal["agent", "person", "auth"]
+Need = Literal["agent", "person", "auth", "server"]
 STATE_KEY = "agentauth"
 JWKS_PATH = "/.well-known/aauth-resource-jwks.json"
 MAX_BODY = 1024 * 1024
@@ -89,7 +106,8 @@ class AgentAuthResource:
                  scope_descriptions: Mapping[str, str] | None = None, canonical_authorities: Sequence[str] = (),
                  replay: ReplayCache | None = None, clock: Callable[[], float] = time.time, window: int = 60,
                  resource_token_ttl: int = 300, allow_http_loopback: bool = False,
-                 is_revoked: Callable[[str, str], Any] | None = None, metrics: Metrics | None = None) -> None:
+                 is_revoked: Callable[[str, str], Any] | None = None, metrics: Metrics | None = None,
+                 trusted_servers: Mapping[str, Iterable[str]] | None = None, fetcher: Fetcher | None = None) -> None:
         self.app = app
         #: Where this middleware's decisions are counted (``authgate_access_decisions``); None: nowhere. Calls
         #: of :meth:`check` by another middleware (the policy middleware) are that middleware's to count.
@@ -108,8 +126,15 @@ class AgentAuthResource:
         self.is_revoked = is_revoked
         #: None: agents of any provider (open federation, -11); else only these agent providers.
         self.agent_providers = frozenset(trusted_agent_providers) if trusted_agent_providers is not None else None
-        fetch = fetch_json or fetcher_json(Fetcher(allow_loopback=allow_http_loopback))
+        guarded = fetcher or Fetcher(allow_loopback=allow_http_loopback)
+        fetch = fetch_json or fetcher_json(guarded)
         self.keys = IssuerKeys(fetch, clock=clock)
+        #: Servers that may call ``"server"`` routes signing as themselves (``jwks_uri`` scheme); their
+        #: documents always come through the SSRF-guarded ``fetcher`` (never ``fetch_json``).
+        self.servers = ServerKeys(trusted_servers or {}, fetcher=guarded, clock=clock,
+                                  allow_http_loopback=allow_http_loopback)
+        if any(r.need == "server" for r in self.rules) and not self.servers.trusted:
+            raise ValueError("a server route needs trusted_servers")
 
     # -- documents ----------------------------------------------------------------------------------------
 
@@ -150,7 +175,8 @@ class AgentAuthResource:
             await _send_problem(send, Problem(413, wire.E_INVALID_REQUEST, "request body too large"))
             return
         try:
-            caller = await self.check(scope, method, body, rule)
+            caller: Caller | ServerCaller = (await self.check_server(scope, method, body) if rule.need == "server"
+                                             else await self.check(scope, method, body, rule))
         except SignatureError as exc:
             status, headers, payload = exc.render()
             tally.record(mechanism, outcome_of(status, headers))
@@ -165,7 +191,13 @@ class AgentAuthResource:
             tally.record(mechanism, "error")
             raise
         tally.record("agentauth", "allowed")
-        scope.setdefault("state", {})[STATE_KEY] = {"typ": caller.typ, "claims": caller.claims, "jkt": caller.jkt}
+        if isinstance(caller, ServerCaller):
+            who = caller.server
+            state = {"typ": caller.typ, "server": who.id, "dwk": who.dwk, "kid": who.kid, "jkt": caller.jkt,
+                     "claims": {"iss": who.id, "dwk": who.dwk}}
+        else:
+            state = {"typ": caller.typ, "claims": caller.claims, "jkt": caller.jkt}
+        scope.setdefault("state", {})[STATE_KEY] = state
         replayed = False
 
         async def replay_body() -> Any:
@@ -189,7 +221,17 @@ class AgentAuthResource:
             return False
         return bool(await self.is_revoked(iss, jti))
 
+    async def check_server(self, scope: Scope, method: str, body: bytes) -> ServerCaller:
+        """A ``"server"`` route: a request signed by a trusted server as itself (``jwks_uri`` scheme)."""
+        host, raw_path, query = scope_target(scope)
+        return await verify_server_signed(
+            method=method, authority=host, path=raw_path, query=query, headers=scope_headers(scope), body=body,
+            now=int(self.clock()), servers=self.servers, replay=self.replay, window=self.window,
+            canonical_authorities=self.canonical, scheme="https" if self.resource_id.startswith("https") else "http")
+
     async def check(self, scope: Scope, method: str, body: bytes, rule: Rule) -> Caller:
+        if rule.need == "server":
+            raise ValueError("server routes are checked by check_server")
         headers = scope_headers(scope)
         names = {k.lower() for k, _ in headers}
         if not names & {"signature", "signature-input", "signature-key"}:

@@ -5,6 +5,10 @@ For the ``jwt`` scheme the signing key *is* the token's ``cnf.jwk``, so the toke
 signature verifier's key-resolution step (-11 §4.4 step 5): token problems come out as ``401`` +
 ``Signature-Error`` with the token code (``invalid_jwt``, ``expired_jwt``, ``revoked_jwt``, ``unknown_key``,
 ``issuer_mismatch``…), then the HTTP signature is checked with ``cnf.jwk`` (step 7).
+
+Servers signing as themselves (PS→AS, revocation: -11 §3.6, §3.10) use the ``jwks_uri`` scheme instead:
+:func:`verify_server_signed` accepts only that scheme, only from the servers a
+:class:`~authgate.agentauth.discovery.ServerKeys` admits, and requires the body to be covered.
 """
 
 from __future__ import annotations
@@ -12,15 +16,16 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from authgate.agentauth import wire
 from authgate.agentauth.errors import TokenProblem
 from authgate.agentauth.tokens import KeyResolver, Verified, thumbprint, verify_token
 from authgate.crypto.httpsig import SignatureError, VerifiedRequest, verify_request
-from authgate.crypto.signature_key import SignatureKey
+from authgate.crypto.signature_key import JWKS_URI, SignatureKey
 
 if TYPE_CHECKING:
+    from authgate.agentauth.discovery import ServerIdentity, ServerKeys
     from authgate.agentauth.replay import ReplayCache
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -81,6 +86,40 @@ async def verify_signed(
     verified = seen["verified"]
     jwk = verified.cnf_jwk
     return Caller(token=seen["token"], verified=verified, jwk=jwk, jkt=thumbprint(jwk), request=result)
+
+
+@dataclass(frozen=True)
+class ServerCaller:
+    """A verified server-to-server request (``jwks_uri`` scheme): which server signed, with which key."""
+
+    server: ServerIdentity
+    jwk: dict[str, Any]
+    jkt: str
+    request: VerifiedRequest
+
+    typ: ClassVar[str] = "server"
+
+
+async def verify_server_signed(
+    *, method: str, authority: str, path: str, query: str | None, headers: Iterable[tuple[str, str]], body: bytes,
+    now: int, servers: ServerKeys, replay: ReplayCache | None = None, window: int = 60,
+    canonical_authorities: Sequence[str] = (), scheme: str = "https",
+) -> ServerCaller:
+    """Verify a request a server signed as itself. Any other scheme is ``unsupported_scheme`` (with
+    ``Accept-Signature-Scheme: jwks_uri``); a body must be covered with its type (-11: the PS "covers the
+    body"). Raises :class:`SignatureError`; ``replay`` is consulted for state-changing methods only."""
+    seen: dict[str, Any] = {}
+
+    async def resolve_key(key: SignatureKey) -> dict[str, Any]:
+        seen["server"], seen["jwk"] = await servers.resolve(key)
+        return dict(seen["jwk"])
+
+    result = await verify_request(
+        method=method, authority=authority, path=path, query=query, headers=headers, body=body, now=now,
+        resolve_key=resolve_key, window=window, replay=replay if method.upper() in STATE_CHANGING else None,
+        canonical_authorities=canonical_authorities, scheme=scheme, schemes=(JWKS_URI,),
+        required_components=wire.BODY_COMPONENTS if body else ())
+    return ServerCaller(server=seen["server"], jwk=seen["jwk"], jkt=result.key_thumbprint, request=result)
 
 
 def scope_headers(scope: MutableMapping[str, Any]) -> list[tuple[str, str]]:
