@@ -46,7 +46,7 @@ from authgate.httputil import parse_unique, read_form, read_json_object
 from authgate.resource import JWTVerifier, TokenRejected
 from authgate.resource.jwks import KeySourceError, parse_jwks
 from authgate.x402 import networks, price, wire
-from authgate.x402.errors import X402WireError
+from authgate.x402.errors import NetworkIdError, PriceError, X402WireError
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SMALL = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -415,15 +415,29 @@ def test_x402_payment_response_round_trip(response: wire.SettleResponse) -> None
     assert wire.SettleResponse.from_header(response.to_header()) == response
 
 
+_caip2_like = st.from_regex(r"[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}", fullmatch=True)
+network_values = st.one_of(
+    st.text(max_size=40), _caip2_like, st.sampled_from(list(networks.V1_NETWORK_CHAIN_IDS)),
+    _caip2_like.map(lambda n: n + "\n"), st.integers(0, 9).map(lambda d: f"eip155:{chr(0x0660 + d)}"),
+    json_values,
+)
+
+
 @FUZZ
-@given(st.one_of(st.text(max_size=40), st.from_regex(r"[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}", fullmatch=True),
-                 st.sampled_from(list(networks.V1_NETWORK_CHAIN_IDS))))
-def test_caip2_parsers_raise_only_value_error(network: str) -> None:
-    for parse in (networks.parse_caip2, networks.evm_chain_id, networks.normalize_network, networks.default_asset):
-        with contextlib.suppress(ValueError):
+@given(network_values, st.none() | st.text(max_size=6) | json_scalars)
+def test_caip2_parsers_raise_only_network_id_error(network: Any, symbol: Any) -> None:
+    for parse in (networks.parse_caip2, networks.evm_chain_id, networks.normalize_network, networks.default_asset,
+                  lambda n: networks.default_asset(n, symbol)):
+        try:
             parse(network)
+        except NetworkIdError as exc:
+            assert isinstance(exc, ValueError)  # callers that catch ValueError keep working
+    with contextlib.suppress(NetworkIdError):  # what parses is exactly what was given (no trailing newline)
+        namespace, reference = networks.parse_caip2(network)
+        assert f"{namespace}:{reference}" == network
     networks.v1_name(network)
     networks.find_asset(network, "0x0")
+    networks.find_asset(network, symbol)
 
 
 @FUZZ
@@ -439,20 +453,29 @@ def test_evm_chain_id_round_trip(chain_id: int) -> None:
     assert networks.evm_chain_id(f"eip155:{chain_id}") == chain_id
 
 
+_money_like = st.from_regex(r"\$?\s?[0-9]{1,8}(\.[0-9]{0,8})?( (USD|USDC|EURC|XYZ))?", fullmatch=True)
 prices = st.one_of(
     st.text(max_size=40),
-    st.from_regex(r"\$?\s?[0-9]{1,8}(\.[0-9]{0,8})?( (USD|USDC|EURC|XYZ))?", fullmatch=True),
-    st.integers(-5, 10**12), st.floats(), st.booleans(),
+    _money_like,
+    _money_like.map(lambda m: m + "\n"),
+    st.text(alphabet="0123456789.$\u0660\u0663\u06f5\u0966\uff11\u00b2", min_size=1, max_size=8),
+    st.integers(-5, 10**12), st.integers(2**250, 2**20000), st.floats(), st.booleans(),
     st.builds(price.AssetAmount, amount=st.text(max_size=5), asset=st.text(max_size=5)),
     st.dictionaries(st.sampled_from(["amount", "asset", "extra"]), json_values, max_size=3),
+    json_values,
 )
 
 
 @FUZZ
 @given(prices, st.sampled_from(["eip155:84532", "eip155:8453", "base-sepolia", "solana:xyz", "nope", ""]))
-def test_price_parser_raises_only_value_error(value: Any, network: str) -> None:
-    with contextlib.suppress(ValueError):
-        price.parse_price(value, network)
+def test_price_parser_raises_only_price_or_network_id_error(value: Any, network: str) -> None:
+    try:
+        parsed = price.parse_price(value, network)
+    except (PriceError, NetworkIdError) as exc:
+        assert isinstance(exc, ValueError)
+        return
+    if not isinstance(value, price.AssetAmount):  # passed through as given
+        assert parsed.amount.isascii() and parsed.amount.isdigit(), parsed
 
 
 @FUZZ
@@ -465,10 +488,11 @@ def test_to_atomic_truncates_toward_zero(amount: str, decimals: int) -> None:
 
 
 @FUZZ
-@given(st.text(max_size=40))
-def test_to_atomic_raises_only_value_error(amount: str) -> None:
-    with contextlib.suppress(ValueError):
-        assert price.to_atomic(amount, 6).isdigit()
+@given(st.text(max_size=40) | st.text(alphabet="0123456789.\n\u0663\u00b2", max_size=10) | json_scalars)
+def test_to_atomic_raises_only_price_error(amount: Any) -> None:
+    with contextlib.suppress(PriceError):
+        atomic = price.to_atomic(amount, 6)
+        assert atomic.isascii() and atomic.isdigit(), atomic
 
 
 # -- form / JSON readers (httputil) -----------------------------------------------------------------------------

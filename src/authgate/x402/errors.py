@@ -8,7 +8,26 @@ Imports only the stdlib: the agent SDK uses this module.
 from __future__ import annotations
 
 
-class X402WireError(ValueError):
+class X402Error(ValueError):
+    """Base of the typed errors our x402 parsers raise on bad input (issue #9: a parser raises nothing else).
+
+    A ``ValueError`` subclass, so that callers written against the plain ``ValueError`` these parsers once raised
+    keep working; new code catches the narrow class it expects.
+    """
+
+
+class NetworkIdError(X402Error):
+    """A network that is not a CAIP-2 id (or a v1 legacy name), not an EVM network where one is needed, or one
+    with no default asset configured (:mod:`authgate.x402.networks`)."""
+
+
+class PriceError(X402Error):
+    """A route price that is not a non-negative decimal amount (``"$0.01"``, ``"1.5 USDC"``, ``0.01``) or an
+    explicit atomic amount with its asset, or names a ticker the network has no asset for
+    (:mod:`authgate.x402.price`)."""
+
+
+class X402WireError(X402Error):
     """A payment header or body that is not a well-formed x402 object (bad base64, JSON, shape or size).
 
     ``reason`` is machine-readable (``invalid_payload`` unless a caller narrows it); the message is safe to log

@@ -5,6 +5,9 @@ Sepolia, Ethereum) plus the embedded development chain (``localchain``); the EIP
 token is what a payer signs, so a wrong entry here means every signature fails. v1 legacy names map to chain ids
 so that an agent can read a v1 402 body.
 
+Every parser here raises only :class:`~authgate.x402.errors.NetworkIdError` (a ``ValueError``) on bad input,
+whatever the input's type.
+
 Imports only the stdlib and :mod:`authgate.x402.localchain` constants (eth-account/eth-utils).
 """
 
@@ -14,8 +17,10 @@ import re
 from dataclasses import dataclass
 
 from authgate.x402 import localchain
+from authgate.x402.errors import NetworkIdError
 
-_CAIP2 = re.compile(r"^([-a-z0-9]{3,8}):([-_a-zA-Z0-9]{1,32})$")
+#: Matched with ``fullmatch``: ``$`` alone would let a trailing newline through (``"eip155:1\n"``).
+_CAIP2 = re.compile(r"([-a-z0-9]{3,8}):([-_a-zA-Z0-9]{1,32})", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -73,27 +78,34 @@ V1_NETWORK_CHAIN_IDS: dict[str, int] = {
 }
 
 
+def _text(network: object) -> str:
+    if not isinstance(network, str):
+        raise NetworkIdError(f"a network id is a string, not {type(network).__name__}")
+    return network
+
+
 def parse_caip2(network: str) -> tuple[str, str]:
-    """Split ``namespace:reference``; ``ValueError`` if the string is not CAIP-2."""
-    match = _CAIP2.match(network)
+    """Split ``namespace:reference``; :class:`NetworkIdError` if the string is not CAIP-2."""
+    match = _CAIP2.fullmatch(_text(network))
     if not match:
-        raise ValueError(f"not a CAIP-2 network id: {network[:64]!r}")
+        raise NetworkIdError(f"not a CAIP-2 network id: {network[:64]!r}")
     return match.group(1), match.group(2)
 
 
 def evm_chain_id(network: str) -> int:
-    """Chain id of an ``eip155:<N>`` network (or a v1 legacy name); ``ValueError`` otherwise."""
-    if network in V1_NETWORK_CHAIN_IDS:
+    """Chain id of an ``eip155:<N>`` network (or a v1 legacy name); :class:`NetworkIdError` otherwise."""
+    if _text(network) in V1_NETWORK_CHAIN_IDS:
         return V1_NETWORK_CHAIN_IDS[network]
     namespace, reference = parse_caip2(network)
     if namespace != "eip155" or not reference.isdigit() or len(reference) > 20 or reference.startswith("0"):
-        raise ValueError(f"not an EVM network: {network[:64]!r}")
+        raise NetworkIdError(f"not an EVM network: {network[:64]!r}")
     return int(reference)
 
 
 def normalize_network(network: str) -> str:
-    """The CAIP-2 id of a network given as CAIP-2 or as a v1 legacy name (``base-sepolia`` → ``eip155:84532``)."""
-    if network in V1_NETWORK_CHAIN_IDS:
+    """The CAIP-2 id of a network given as CAIP-2 or as a v1 legacy name (``base-sepolia`` → ``eip155:84532``);
+    :class:`NetworkIdError` for anything else."""
+    if _text(network) in V1_NETWORK_CHAIN_IDS:
         return f"eip155:{V1_NETWORK_CHAIN_IDS[network]}"
     parse_caip2(network)
     return network
@@ -108,23 +120,28 @@ def v1_name(network: str) -> str | None:
 
 
 def default_asset(network: str, symbol: str | None = None) -> AssetInfo:
-    """The network's default stablecoin (or the one with ``symbol``); ``ValueError`` if none is configured."""
+    """The network's default stablecoin (or the one with ``symbol``); :class:`NetworkIdError` if none is
+    configured."""
     assets = DEFAULT_ASSETS.get(normalize_network(network))
     if not assets:
-        raise ValueError(f"no default asset configured for network {network[:64]}")
+        raise NetworkIdError(f"no default asset configured for network {network[:64]}")
     if not symbol:
         return assets[0]
+    if not isinstance(symbol, str):
+        raise NetworkIdError(f"an asset symbol is a string, not {type(symbol).__name__}")
     for entry in assets:
         if entry.symbol.upper() == symbol.upper():
             return entry
-    raise ValueError(f"no {symbol[:16]} default asset configured for network {network[:64]}")
+    raise NetworkIdError(f"no {symbol[:16]} default asset configured for network {network[:64]}")
 
 
 def find_asset(network: str, asset: str) -> AssetInfo | None:
     """The known token at ``asset`` (case-insensitive address) on ``network``, or None."""
     try:
         key = normalize_network(network)
-    except ValueError:
+    except NetworkIdError:
+        return None
+    if not isinstance(asset, str):
         return None
     for entry in DEFAULT_ASSETS.get(key, ()):
         if entry.asset.lower() == asset.lower():
