@@ -3,8 +3,9 @@ tokens, refresh with a new key, ``/.well-known/aauth-agent.json`` and the JWKS.
 
 Enrolment: the owner brings the agent's *public* key (the private key never leaves the agent). Over HTTP,
 ``POST /agentauth/agents`` with ``Authorization: Bearer <token>``: either one of our access tokens carrying
-``agentauth_enroll_scope`` (the owner is the token's subject) or the configured admin key (the owner is named in
-the body). The CLI (``authgate agents enroll``) does the same on the database directly.
+``agentauth_enroll_scope`` and issued for our issuer or this endpoint (RFC 8707 audience; the owner is the
+token's subject) or the configured admin key (the owner is named in the body). The CLI (``authgate agents
+enroll``) does the same on the database directly.
 
 Refresh: ``POST /agentauth/agent-token``, signed by the agent's **current** key with its current agent token,
 body ``{"jwk": <new public key>, "proof": <compact JWS over {"sub", "jkt", "iat"} signed by the new key>}``:
@@ -75,11 +76,34 @@ async def enroll(srv: AgentAuthServer, *, owner: str, name: Any, jwk: Any) -> tu
     return record, token, ttl
 
 
+def _enrolment_audiences(srv: AgentAuthServer) -> frozenset[str]:
+    """Whom an enrolment token must be for (RFC 8707): our issuer (a token requested without ``resource`` when no
+    ``resources`` are configured) or the enrolment endpoint itself. A token minted for another API carries that
+    API's audience and could be replayed here by it, whatever its scope."""
+    from authgate.oauth.policy import canonical_resource
+
+    return frozenset(canonical_resource(u) for u in (srv.issuer, srv.issuer + wire.PATH_AGENTS))
+
+
+def _for_us(srv: AgentAuthServer, aud: Any) -> bool:
+    from authgate.oauth.policy import canonical_resource
+
+    values = aud if isinstance(aud, list) else [aud]
+    wanted = _enrolment_audiences(srv)
+    return any(isinstance(v, str) and canonical_resource(v) in wanted for v in values)
+
+
 async def _enrolment_owner(srv: AgentAuthServer, request: Request, body: dict[str, Any]) -> str:
+    """The owner of the agent being enrolled, from the ``Authorization`` header: RFC 6750 answers (``401`` +
+    ``WWW-Authenticate: Bearer`` without credentials, ``error="invalid_token"`` for a token we do not honour,
+    ``403`` + ``error="insufficient_scope"`` naming the enrolment scope)."""
     auth = request.headers.get("authorization", "")
     scheme, _, credential = auth.partition(" ")
     if scheme.lower() != "bearer" or not credential or len(credential) > 8192:
         raise Problem(401, "invalid_token", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    invalid = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    enroll_scope = srv.settings.agentauth_enroll_scope
+    insufficient = {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{enroll_scope}"'}
     admin_key = srv.settings.agentauth_admin_key
     if admin_key and hmac.compare_digest(credential.encode(), admin_key.encode()):
         owner_name = body.get("owner")
@@ -92,14 +116,17 @@ async def _enrolment_owner(srv: AgentAuthServer, request: Request, body: dict[st
     info = await introspect(srv.ctx, credential)
     scopes = str(info.get("scope", "")).split()
     if not info.get("active") or info.get("token_type") != "Bearer" or not isinstance(info.get("sub"), str):
-        raise Problem(401, "invalid_token", "the token is not valid", headers={"WWW-Authenticate": "Bearer"})
-    if srv.settings.agentauth_enroll_scope not in scopes:
-        raise Problem(403, "insufficient_scope", "the token lacks the enrolment scope")
+        raise Problem(401, "invalid_token", "the token is not valid", headers=invalid)
+    if not _for_us(srv, info.get("aud")):
+        raise Problem(401, "invalid_token", "the token is for another audience", headers=invalid,
+                      debug=f"aud {info.get('aud')!r}")
+    if enroll_scope not in scopes:
+        raise Problem(403, "insufficient_scope", "the token lacks the enrolment scope", headers=insufficient)
     if "owner" in body:
         raise Problem(400, wire.E_INVALID_REQUEST, "owner is implied by the token")
     sub = str(info["sub"])
     if await srv.ctx.store.get_user(sub) is None:
-        raise Problem(403, "insufficient_scope", "the token's subject is not a person")
+        raise Problem(403, "insufficient_scope", "the token's subject is not a person", headers=insufficient)
     return sub
 
 
