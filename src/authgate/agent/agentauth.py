@@ -2,6 +2,7 @@
 answers ``AAuth-Requirement`` challenges by itself.
 
     key = AgentKey.load_or_create("~/.config/my-agent/key.json")        # Ed25519, file mode 0600
+    # or, with ``pip install 'authgate[keyring]'``: KeyringKeyStore("my-agent").load_or_create()
     auth = AgentAuth(key, agent_token, on_interaction=show_to_user)
     async with httpx.AsyncClient(auth=auth) as http:
         r = await http.post("https://api.example/notes", json={...})
@@ -22,7 +23,8 @@ content-digest`` for a body, ``authorization`` when sent). On ``401``:
 
 At most ``max_retries`` rounds per request; then the server's last response is returned unchanged. Tokens are
 cached per origin (consent stays scoped: a token for one resource is never presented to another) and renewed
-``refresh_margin`` seconds before expiry. Depends on ``httpx`` and ``cryptography`` only.
+``refresh_margin`` seconds before expiry. Depends on ``httpx`` and ``cryptography`` only (the optional OS keyring
+store, :class:`KeyringKeyStore`, imports ``keyring`` when first used).
 """
 
 from __future__ import annotations
@@ -30,15 +32,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import importlib
 import inspect
 import json
+import math
 import os
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -52,6 +56,8 @@ from authgate.crypto.signature_key import jwt_scheme
 Interaction = Callable[[str, str], Awaitable[None] | None]
 _REQ_PARAM = re.compile(r'([a-z0-9_-]+)=(?:"((?:[^"\\]|\\.)*)"|([^;,\s]+))')
 SIGNATURE_HEADERS = ("signature", "signature-input", "signature-key", "content-digest")
+#: Polls of a pending request are at least this many seconds apart (start to start).
+MIN_POLL_INTERVAL = 1.0
 #: Our own calls to the person server and provider go out unsigned by the client's auth (we sign them here).
 _NO_AUTH = httpx.Auth()
 
@@ -108,12 +114,29 @@ class AgentKey:
     def generate(cls) -> AgentKey:
         return cls(Ed25519PrivateKey.generate())
 
+    def private_jwk(self) -> str:
+        """The private key as a JWK (JSON text): what the file and keyring stores keep."""
+        raw = self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return json.dumps({**self.public_jwk, "d": _b64url(raw)})
+
+    @classmethod
+    def from_private_jwk(cls, text: str | bytes, where: str = "the key") -> AgentKey:
+        """Parse :meth:`private_jwk` output; ValueError unless it is an Ed25519 private JWK."""
+        try:
+            jwk = json.loads(text)
+            if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" \
+                    or not isinstance(jwk.get("d"), str):
+                raise ValueError
+            d = base64.urlsafe_b64decode(jwk["d"] + "=" * (-len(jwk["d"]) % 4))
+            return cls(Ed25519PrivateKey.from_private_bytes(d))
+        except ValueError:
+            raise ValueError(f"{where} does not hold an Ed25519 private JWK") from None
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically with mode 0600 (never briefly readable by others)."""
         target = Path(path).expanduser()
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        raw = self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        data = json.dumps({**self.public_jwk, "d": _b64url(raw)}).encode()
+        data = self.private_jwk().encode()
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -128,11 +151,7 @@ class AgentKey:
         target = Path(path).expanduser()
         if target.stat().st_mode & 0o077:
             raise PermissionError(f"{target} is readable by others; chmod 600 it")
-        jwk = json.loads(target.read_bytes())
-        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or not isinstance(jwk.get("d"), str):
-            raise ValueError(f"{target} does not hold an Ed25519 private JWK")
-        d = base64.urlsafe_b64decode(jwk["d"] + "=" * (-len(jwk["d"]) % 4))
-        return cls(Ed25519PrivateKey.from_private_bytes(d))
+        return cls.from_private_jwk(target.read_bytes(), str(target))
 
     @classmethod
     def load_or_create(cls, path: str | os.PathLike[str]) -> AgentKey:
@@ -149,6 +168,99 @@ class AgentKey:
         payload = _b64url(json.dumps({"sub": agent_id, "jkt": old_jkt, "iat": now}).encode())
         signature = _b64url(self.private_key.sign(f"{header}.{payload}".encode()))
         return f"{header}.{payload}.{signature}"
+
+
+class KeyStore(Protocol):
+    """Where an agent keeps its private key between runs; :class:`AgentAuth` saves a rotated key there."""
+
+    def load(self) -> AgentKey | None:
+        """The stored key, or None when there is none yet."""
+        ...
+
+    def save(self, key: AgentKey) -> None: ...
+
+
+class FileKeyStore:
+    """The key in a JSON file only its owner can read (0600); see :meth:`AgentKey.save` / :meth:`AgentKey.load`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+
+    def load(self) -> AgentKey | None:
+        return AgentKey.load(self.path) if self.path.exists() else None
+
+    def save(self, key: AgentKey) -> None:
+        key.save(self.path)
+
+    def load_or_create(self) -> AgentKey:
+        return AgentKey.load_or_create(self.path)
+
+
+class KeyStoreError(Exception):
+    """The key store cannot keep or give back the key (no usable OS keyring, a keyring that drops writes)."""
+
+
+KEYRING_SERVICE = "authgate-agentauth"
+
+
+class KeyringKeyStore:
+    """The key in the OS keyring (macOS Keychain, Windows Credential Locker, the Secret Service on Linux) under
+    ``service`` / ``name``, so it never sits in a file. Needs the optional ``keyring`` package (``pip install
+    'authgate[keyring]'``), imported on first use so the SDK stays light without it.
+
+    A keyring that cannot store (``keyring``'s ``fail`` backend, a locked or absent Secret Service) raises
+    :class:`KeyStoreError`; so does one that accepts a write and then does not give the key back (the ``null``
+    backend): silently making a fresh key on every run would orphan the enrolled agent."""
+
+    def __init__(self, name: str, *, service: str = KEYRING_SERVICE) -> None:
+        if not name:
+            raise ValueError("name the key (for example the agent's name)")
+        self.name = name
+        self.service = service
+
+    def _keyring(self) -> Any:
+        try:
+            return importlib.import_module("keyring")
+        except ModuleNotFoundError:
+            raise KeyStoreError("KeyringKeyStore needs the keyring package: pip install 'authgate[keyring]'") from None
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: str) -> Any:
+        errors = importlib.import_module("keyring.errors")
+        try:
+            return fn(self.service, self.name, *args)
+        except errors.KeyringError as exc:
+            raise KeyStoreError(f"the OS keyring could not {what} the agent key: {exc}") from exc
+
+    def load(self) -> AgentKey | None:
+        text = self._call("read", self._keyring().get_password)
+        if text is None:
+            return None
+        return AgentKey.from_private_jwk(str(text), f"keyring entry {self.service}/{self.name}")
+
+    def save(self, key: AgentKey) -> None:
+        text = key.private_jwk()
+        keyring = self._keyring()
+        self._call("store", keyring.set_password, text)
+        if self._call("read", keyring.get_password) != text:
+            raise KeyStoreError("the OS keyring did not keep the agent key (is a real backend configured?)")
+
+    def load_or_create(self) -> AgentKey:
+        key = self.load()
+        if key is None:
+            key = AgentKey.generate()
+            self.save(key)
+        return key
+
+    def delete(self) -> None:
+        """Forget the key (after the agent is revoked); nothing happens when there is none."""
+        keyring = self._keyring()
+        errors = importlib.import_module("keyring.errors")
+        try:
+            keyring.delete_password(self.service, self.name)
+        except errors.PasswordDeleteError:
+            pass
+        except errors.KeyringError as exc:
+            raise KeyStoreError(f"the OS keyring could not delete the agent key: {exc}") from exc
 
 
 def parse_requirement(value: str) -> dict[str, str]:
@@ -179,7 +291,8 @@ class AgentAuth(httpx.Auth):
     def __init__(self, key: AgentKey, agent_token: str, *, http: httpx.AsyncClient | None = None,
                  on_interaction: Interaction | None = None, justification: str | None = None,
                  timeout: float = 120.0, prefer_wait: int = 30, refresh_margin: int = 300, max_retries: int = 3,
-                 key_file: str | os.PathLike[str] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 key_file: str | os.PathLike[str] | None = None, clock: Callable[[], float] = time.time,
+                 key_store: KeyStore | None = None) -> None:
         self.key = key
         self.http = http or httpx.AsyncClient(timeout=30.0, follow_redirects=False)
         self.on_interaction = on_interaction
@@ -189,6 +302,9 @@ class AgentAuth(httpx.Auth):
         self.refresh_margin = refresh_margin
         self.max_retries = max_retries
         self.key_file = key_file
+        #: Where a rotated key is saved (:class:`FileKeyStore`, :class:`KeyringKeyStore`); ``key_file`` is the
+        #: older spelling of ``FileKeyStore(key_file)``.
+        self.key_store = key_store
         self.clock = clock
         self._state = _State()
         self._lock = asyncio.Lock()
@@ -333,8 +449,10 @@ class AgentAuth(httpx.Auth):
         """POST to the person server; follow a 202 by polling ``Location`` until a terminal answer."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        sent = loop.time()
         response = await self._signed("POST", url, body, {"Prefer": f"wait={self.prefer_wait}"})
         prompted: set[str] = set()
+        polled = False
         while response.status_code == 202:
             location = urljoin(url, response.headers.get("location", ""))
             if origin(location) != origin(url) or urlsplit(location).fragment:
@@ -354,9 +472,15 @@ class AgentAuth(httpx.Auth):
                 pause = float(response.headers.get("retry-after", "0"))
             except ValueError:
                 pause = 5.0
-            if pause:
+            if polled:
+                # ``Retry-After: 0`` from a server that does not hold polls must not become a busy loop: at most
+                # one poll per MIN_POLL_INTERVAL (a held poll has taken that long already).
+                pause = max(pause, MIN_POLL_INTERVAL - (loop.time() - sent))
+            if pause > 0:
                 await asyncio.sleep(min(pause, remaining))
-            wait = max(0, min(self.prefer_wait, int(deadline - loop.time())))
+            # Round the wait up: the last second of the timeout is a held poll too, not a burst of instant ones.
+            wait = max(0, min(self.prefer_wait, math.ceil(deadline - loop.time())))
+            sent, polled = loop.time(), True
             response = await self._signed("GET", location, None, {"Prefer": f"wait={wait}"} if wait else None)
         data = _json(response)
         if response.status_code == 200:
@@ -372,7 +496,7 @@ class AgentAuth(httpx.Auth):
     async def refresh_agent_token(self, *, new_key: AgentKey | None = None) -> None:
         """A fresh agent token from our provider (signed with the current key); with ``new_key`` the provider
         binds that key instead (both keys prove possession) and it becomes this agent's key (saved to
-        ``key_file`` when given). Tokens bound to the old key are dropped."""
+        ``key_file`` / ``key_store`` when given). Tokens bound to the old key are dropped."""
         async with self._lock:
             meta = await self._get_json(f"{self.provider}/.well-known/aauth-agent.json")
             if meta.get("issuer") != self.provider or not isinstance(meta.get("agent_token_endpoint"), str):
@@ -389,6 +513,8 @@ class AgentAuth(httpx.Auth):
                 self.key = new_key
                 if self.key_file is not None:
                     new_key.save(self.key_file)
+                if self.key_store is not None:
+                    self.key_store.save(new_key)
                 self._state = _State()
             self._set_agent_token(data["agent_token"])
 
