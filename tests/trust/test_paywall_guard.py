@@ -55,7 +55,10 @@ async def test_budget_within_over_approved_denied(trust: TrustStore, clock: Froz
     payer = wallet.address.lower()
     await trust.set_budget(payer, per_day=2 * PRICE, approver="alice")
     guard = PaymentTrustGuard(trust, clock, budgets=BudgetGuard(trust, clock, approvals))
-    async with client(_app(fac, guard), agent(wallet)) as http:
+    # approval_timeout=None: the SDK hands the pending answer back (its waiting is tested in
+    # tests/x402/test_agent_server_approval.py); here the test plays the agent's repeats by hand
+    sdk = X402PaymentAuth(wallet, Budget(), networks={NETWORK}, approval_timeout=None)
+    async with client(_app(fac, guard), sdk) as http:
         assert (await http.get("/weather")).status_code == 200
         assert (await http.get("/weather")).status_code == 200
         verifies = fac.verify_calls
