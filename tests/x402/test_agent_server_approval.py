@@ -205,6 +205,37 @@ async def test_an_authorization_expiring_while_waiting_is_replaced_only_after_it
     assert record.authorization["nonce"].removeprefix("0x") == second
 
 
+class DownOnce(LedgerFacilitator):
+    """Unreachable for the next ``/verify`` once ``trip`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trip = False
+
+    async def verify(self, payload: wire.PaymentPayload, req: wire.PaymentRequirements) -> wire.VerifyResponse:
+        if self.trip:
+            self.trip = False
+            self.verify_calls += 1
+            raise httpx.ConnectError("facilitator down")
+        return await super().verify(payload, req)
+
+
+async def test_an_approved_payment_the_facilitator_missed_is_repeated_with_the_same_approval(
+        store: Store, clock: FrozenClock) -> None:
+    world = World(store, clock)
+    world.fac = DownOnce()
+    world.wallet = payer_wallet(world.fac)
+    world.payer = world.wallet.address.lower()
+    await world.setup()
+    person = Person(world.approvals, world.clock, world.owner, True)
+    world.fac.trip = True  # pending repeats never reach /verify: the approved repeat is the first that does
+    async with client(world.app, world.agent(person)) as http:
+        r = await http.get("/weather")
+    assert r.status_code == 200 and world.fac.verify_calls == 2 and world.fac.settle_calls == 1
+    assert len(set(world.paid_with())) == 1  # the same signed request, sent once more
+    assert await world.trust.spent(world.payer, period_key("day", world.clock.now())) == PRICE
+
+
 async def test_without_approval_timeout_the_answer_is_returned(world: World) -> None:
     async with client(world.app, world.agent(None, approval_timeout=None)) as http:
         r = await http.get("/weather")

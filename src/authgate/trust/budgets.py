@@ -5,7 +5,8 @@ identifies it. ``BudgetGuard.charge`` is the hook a paywall/gateway calls before
 day counters atomically (trust_spend; no double count under concurrency, in any process) or, above a limit and
 when the budget names an ``approver``, creates an approval request for that person and refuses with
 ``budget_approval_pending`` + the approval id. The agent repeats the payment with ``Authgate-Approval: <id>``:
-approved → paid once (counted, not limited); denied → ``budget_approval_denied``.
+approved → paid once (counted, not limited; a payment that then fails gives the approval back); denied →
+``budget_approval_denied``.
 """
 
 from __future__ import annotations
@@ -104,5 +105,9 @@ class BudgetGuard:
         return Charged(agent, payee, amount, approval_id, counted)
 
     async def refund(self, charged: Charged) -> None:
-        """Give back what ``charge`` counted (the payment failed after it); an approval stays used."""
+        """Give back what ``charge`` counted (the payment failed after it: verify, settle or the handler), and
+        the approval it used: that payment did not happen, so the approval still pays for it once (the agent's
+        repeat after ``facilitator_unavailable``, say)."""
         await self.trust.refund(charged.agent, list(charged.buckets), charged.amount)
+        if charged.approval_id is not None:
+            await self.trust.release_claim(f"approval:{charged.agent}", charged.approval_id)

@@ -196,6 +196,13 @@ class TrustStore:
             return False
         return True
 
+    async def release_claim(self, key: str, marker: str) -> None:
+        """Undo ``claim_once`` (what it guarded did not happen): the next caller claims it again."""
+        c = t.trust_spend.c
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.delete(t.trust_spend).where(c.key == key, c.period == "once",
+                                                              c.payee == marker[:80]))
+
     # -- mandates ------------------------------------------------------------------------------------------
 
     async def record_mandate(self, row: MandateRow) -> None:
