@@ -162,7 +162,8 @@ class _Pending:
     pid_key: str | None = None
     settle_now: bool = True
     receipt: wire.SettleResponse | None = None
-    #: From the trust guard: gives back what it counted when the payment does not happen (authgate.trust).
+    #: From the trust guard: gives back what it counted when the payment does not happen (authgate.trust); its
+    #: optional ``settled(receipt)`` is awaited once the payment settled (the trust audit log).
     on_release: Callable[[], Awaitable[None]] | None = None
 
 
@@ -371,6 +372,12 @@ class Paywall:
         if pending.route.siwx:
             await self.store.put(store_key("siwx-paid", pending.resource_url, pending.payment.payer.lower()),
                                  {"tx": receipt.transaction}, self.siwx_access_seconds)
+        settled = getattr(pending.on_release, "settled", None)
+        if settled is not None:
+            try:
+                await settled(receipt)
+            except Exception as exc:  # a record of the payment; the payment itself is done
+                logger.warning("x402: the trust guard's settlement hook failed: %s", exc.__class__.__name__)
 
     async def _release(self, pending: _Pending) -> None:
         if pending.receipt is None and pending.on_release is not None:
