@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from authgate.aauth.wire import DEFAULT_DRAFT
 
 RegistrationMode = Literal["open", "token", "closed"]
+RateLimitBackend = Literal["auto", "memory", "database", "redis"]
 
 
 class ConfigError(ValueError):
@@ -40,11 +41,17 @@ class Settings:
     #: With ``workers`` processes the database sees up to ``workers * (db_pool_size + db_max_overflow)``.
     db_pool_size: int = 10
     db_max_overflow: int = 10
-    #: ``redis://host:6379/0``: rate-limit buckets and the Agent Auth replay cache shared by every process via
-    #: Redis (authgate.shared). Empty = off: replay records in the database, rate limits per process.
+    #: ``redis://host:6379/0``: rate-limit buckets, the Agent Auth replay cache and fetched client key sets
+    #: (``jwks_uri``, HMAC-tagged) shared by every process via Redis (authgate.shared). Empty = off: replay
+    #: records in the database, rate limits as ``rate_limit_backend`` says, key sets cached per process.
     redis_url: str = ""
     #: Start of every Redis key authgate writes: deployments (or tests) sharing one Redis keep apart by it.
     redis_prefix: str = "authgate:"
+    #: Where the registration, sign-in and AAuth rate limits count: ``memory`` (each process on its own),
+    #: ``database`` (one bucket per caller for every process on the database), ``redis`` (needs ``redis_url``;
+    #: the database while Redis is down), or ``auto``: Redis when ``redis_url`` is set, else the database when
+    #: ``workers`` > 1 or the database is PostgreSQL, else memory.
+    rate_limit_backend: RateLimitBackend = "auto"
     #: ``authgate serve`` processes (uvicorn workers) on one port; each has its own pool and caches.
     workers: int = 1
     #: Seconds a stopping server lets in-flight requests (settlements, token issuance) finish before closing.
@@ -301,6 +308,10 @@ def _validate_scale(s: Settings) -> None:
         raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
     if not 1 <= len(s.redis_prefix) <= 64 or not s.redis_prefix.isprintable() or " " in s.redis_prefix:
         raise ConfigError("redis_prefix must be 1..64 printable characters without spaces")
+    if s.rate_limit_backend not in ("auto", "memory", "database", "redis"):
+        raise ConfigError("rate_limit_backend must be auto, memory, database or redis")
+    if s.rate_limit_backend == "redis" and not s.redis_url:
+        raise ConfigError("rate_limit_backend = \"redis\" needs redis_url")
 
 
 def _validate_token_exchange(s: Settings) -> None:

@@ -13,7 +13,7 @@ from authgate.clock import Clock
 from authgate.config import Settings
 from authgate.crypto.keys import KeyRing
 from authgate.ops.metrics import Metrics
-from authgate.ratelimit import RateLimiter
+from authgate.ratelimit import RateLimiter, SharedCounter, choose_backend
 from authgate.shared.client import SharedRedis
 from authgate.store import Store
 from authgate.trust.killswitch import KillSwitch
@@ -49,6 +49,8 @@ class ServerContext:
     #: (None = the database's) and the counter behind every rate limiter; closed with the app.
     replay_cache: ReplayCache | None = None
     redis: SharedRedis | None = None
+    #: What the rate limiters count with (``rate_limit_backend`` resolved): memory, database or redis.
+    rate_limit_backend: str = field(init=False)
     #: Password attempts per username and address, shared by every sign-in form (sign-in page, consent page).
     login_limiter: RateLimiter = field(init=False)
     #: Budgets, mandates and the kill list (authgate.trust); the kill switch caches the list per process and
@@ -60,14 +62,28 @@ class ServerContext:
         self.login_limiter = RateLimiter(10, 60, self.clock)
         self.trust = TrustStore(self.store)
         self.killswitch = KillSwitch(self.trust)
-        if self.redis is not None:
-            from authgate.shared.ratelimit import RedisCounter
-
-            counter = RedisCounter(self.redis)
+        counter = self._rate_limit_counter()
+        if counter is not None:
             self.login_limiter.share(counter, "login")
             self.registration_limiter.share(counter, "register")
             for dimension, limiter in getattr(self.aauth_guard, "limiters", {}).items():
                 limiter.share(counter, f"aauth:{dimension}")
+
+    def _rate_limit_counter(self) -> SharedCounter | None:
+        """The counter behind the low-rate security limiters; None = each process counts on its own."""
+        self.rate_limit_backend = choose_backend(self.settings.rate_limit_backend, redis=self.redis is not None,
+                                                 workers=self.settings.workers,
+                                                 postgres=self.store.engine.dialect.name == "postgresql")
+        if self.rate_limit_backend == "memory":
+            return None
+        from authgate.store.ratelimits import DatabaseCounter
+
+        database = DatabaseCounter(self.store)
+        if self.rate_limit_backend == "database" or self.redis is None:
+            return database
+        from authgate.shared.ratelimit import RedisCounter
+
+        return RedisCounter(self.redis, fallback=database)  # Redis down: still one bucket, in the database
 
     @property
     def issuer(self) -> str:

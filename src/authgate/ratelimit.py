@@ -1,7 +1,9 @@
 """A fixed-window rate limiter keyed by caller (source address, client id).
 
-In-process by default; a shared backend (Redis) plugs in behind the same two methods when the server runs as
-several processes.
+In-process by default; a shared counter plugs in behind the same two methods when the server runs as several
+processes: Redis (:class:`authgate.shared.ratelimit.RedisCounter`) or the database
+(:class:`authgate.store.ratelimits.DatabaseCounter`). Which one is the ``rate_limit_backend`` setting
+(:func:`choose_backend`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from authgate.clock import Clock
 
 
 class SharedCounter(Protocol):
-    """A counter all server processes see (:class:`authgate.shared.ratelimit.RedisCounter`)."""
+    """A counter all server processes see (:class:`authgate.shared.ratelimit.RedisCounter`,
+    :class:`authgate.store.ratelimits.DatabaseCounter`)."""
 
     async def incr(self, key: str, window_start: int, window: int) -> int | None:
         """Add one to ``key``'s count in the window starting at ``window_start``; the new count, or ``None`` when
@@ -58,3 +61,19 @@ class RateLimiter:
         if count > self.limit:
             return max(1, start + self.window - now)
         return None
+
+
+def choose_backend(setting: str, *, redis: bool, workers: int, postgres: bool) -> str:
+    """The rate-limit backend for ``rate_limit_backend = setting``: ``memory``, ``database`` or ``redis``.
+
+    ``auto`` is Redis when configured (``redis``); otherwise the database when more than one process counts
+    (``workers`` > 1, or a PostgreSQL database, which is what several instances share); otherwise memory: one
+    SQLite process has nobody to share with and saves the round trip. ``redis`` without Redis configured (a
+    context built by hand) degrades to the database."""
+    if setting == "auto":
+        if redis:
+            return "redis"
+        return "database" if workers > 1 or postgres else "memory"
+    if setting == "redis" and not redis:
+        return "database"
+    return setting

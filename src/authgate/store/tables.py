@@ -287,3 +287,15 @@ trust_versions = sa.Table(
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("version", sa.BigInteger, nullable=False),
 )
+
+# Rate-limit buckets shared by every process on the database (migration 0009; authgate.store.ratelimits), used
+# when there is no Redis: one row per (limiter, caller), keyed by the SHA-256 of both (never a caller in clear),
+# holding the current fixed window and its count. ``expires_at`` (the window's end) lets dead rows be purged.
+rate_limit_counters = sa.Table(
+    "rate_limit_counters",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("window_start", sa.BigInteger, nullable=False),
+    sa.Column("hits", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+)
