@@ -6,6 +6,7 @@ Built once by ``authgate.app`` and passed to each endpoint; there is no global s
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from authgate.agentauth.replay import ReplayCache
     from authgate.approvals import ApprovalService
     from authgate.net import Fetcher
+    from authgate.net.jwks import JwksCache
     from authgate.oauth.clients import ClientResolver
 
 
@@ -46,9 +48,13 @@ class ServerContext:
     #: This process's Prometheus metrics (``/metrics``).
     metrics: Metrics = field(default_factory=Metrics)
     #: Cross-process state in Redis when ``redis_url`` is set (authgate.shared): the Agent Auth replay cache
-    #: (None = the database's) and the counter behind every rate limiter; closed with the app.
+    #: (None = the database's), the counter behind every rate limiter and the client key-set cache; closed with
+    #: the app.
     replay_cache: ReplayCache | None = None
     redis: SharedRedis | None = None
+    #: Cache of clients' ``jwks_uri`` key sets: with Redis, this process's cache in front of the shared,
+    #: HMAC-tagged one (authgate.shared.jwks); None = the process-wide cache of authgate.net.jwks.
+    jwks_cache: JwksCache | None = None
     #: What the rate limiters count with (``rate_limit_backend`` resolved): memory, database or redis.
     rate_limit_backend: str = field(init=False)
     #: Password attempts per username and address, shared by every sign-in form (sign-in page, consent page).
@@ -68,6 +74,8 @@ class ServerContext:
             self.registration_limiter.share(counter, "register")
             for dimension, limiter in getattr(self.aauth_guard, "limiters", {}).items():
                 limiter.share(counter, f"aauth:{dimension}")
+        if self.redis is not None and self.jwks_cache is None:
+            self.jwks_cache = self._shared_jwks_cache(self.redis)
 
     def _rate_limit_counter(self) -> SharedCounter | None:
         """The counter behind the low-rate security limiters; None = each process counts on its own."""
@@ -84,6 +92,17 @@ class ServerContext:
         from authgate.shared.ratelimit import RedisCounter
 
         return RedisCounter(self.redis, fallback=database)  # Redis down: still one bucket, in the database
+
+    def _shared_jwks_cache(self, redis: SharedRedis) -> JwksCache:
+        from authgate.net import Fetcher
+        from authgate.net.jwks import JwksCache
+        from authgate.shared.jwks import MAC_SECRET_NAME, RedisJwksCache
+
+        async def secret() -> str:
+            return await self.store.server_secret(MAC_SECRET_NAME, lambda: secrets.token_hex(32))
+
+        fetcher = self.fetcher or Fetcher(allow_loopback=self.settings.allow_loopback_fetch)
+        return JwksCache(fetcher, self.clock, shared=RedisJwksCache(redis, secret))
 
     @property
     def issuer(self) -> str:

@@ -163,7 +163,8 @@ async def client_key_set(ctx: ServerContext, client: Client, *, refresh: bool = 
     jwks = client.metadata.get("jwks")
     if jwks is None and client.metadata.get("jwks_uri"):
         try:
-            jwks = await fetch_jwks(str(client.metadata["jwks_uri"]), ctx.settings, refresh=refresh)
+            jwks = await fetch_jwks(str(client.metadata["jwks_uri"]), ctx.settings, refresh=refresh,
+                                    cache=ctx.jwks_cache)
         except FetchError as exc:
             raise InvalidClient("client keys could not be retrieved") from exc
     if not isinstance(jwks, dict):
