@@ -1,6 +1,7 @@
 """Redis as the processes' shared memory: rate limits counted once for all processes, the replay cache, and what
-happens when Redis is down (documented in docs/deployment.md: rate limits fall back to per-process counting, the
-replay cache to the database; the server keeps answering)."""
+happens when Redis is down (documented in docs/deployment.md: the replay cache falls back to the database, and so
+do the server's rate limits — tests/scale/test_db_ratelimit.py; a RedisCounter without a fallback counts in its
+process; the server keeps answering). Key sets shared through Redis: tests/scale/test_shared_jwks.py."""
 
 from __future__ import annotations
 
