@@ -9,6 +9,11 @@ what the clients and the durable state say afterwards.
   block; after the restart the paying agents retry, and on chain every authorization was used by exactly one
   transaction, every payment record is ``settled`` with that transaction, each retry is answered with the same
   hash as any answer given before the kill, and nothing was charged twice.
+- **Settlement through the paywall**: a resource behind our Paywall settles through that facilitator process over
+  HTTP; the process is killed while the paid request's transfer waits for its block, so the paywall answers 402
+  (outcome unknown) and withholds the resource; after the restart the agent re-sends the same PAYMENT-SIGNATURE
+  and gets 200 with the receipt of the transfer that landed; one transfer on chain, and a further copy of the
+  signature is refused as a replay.
 - **Approval decisions** (``authgate serve``): killed while decisions are being written; every approval is
   either decided once (status, decider, its one audit event, and the CIBA grant it unlocks) or still pending and
   decidable, and the agent polling it never sees an answer change.
@@ -27,9 +32,11 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 
 from authgate.config import to_sqlalchemy_url
 from authgate.crypto.hashing import token_hash
+from authgate.demo.servers import free_port, serve
 from authgate.oauth.ciba import CIBA_REQUEST
 from authgate.oauth.metadata import CIBA_GRANT_TYPE
 from authgate.store import Store
@@ -38,7 +45,9 @@ from authgate.x402 import errors as e
 from authgate.x402 import localchain
 from authgate.x402.chain import contract
 from authgate.x402.eip3009 import ExactEvmPayload
-from authgate.x402.wire import FacilitatorRequest, SettleResponse
+from authgate.x402.facilitator import FacilitatorClient
+from authgate.x402.paywall import Paywall, PaywallMiddleware
+from authgate.x402.wire import FacilitatorRequest, PaymentPayload, PaymentRequired, SettleResponse
 from tests.helpers import REDIRECT, add_client, add_user, authorize_params, pkce_pair, redirect_params
 from tests.scale.cluster import Cluster, figure, fresh_database, server_env
 from tests.scale.test_exactly_once import _cookies, _field
@@ -299,6 +308,112 @@ def test_kill_9_during_settlement_reconciles_every_payment_with_the_chain(tmp_pa
                 store = await Store.open(to_sqlalchemy_url(database), run_migrations=False)
                 try:
                     await _settlement_scenario(c, rpc, store)
+                finally:
+                    await store.close()
+
+            asyncio.run(run())
+        finally:
+            outputs = c.stop()
+        assert not any("Traceback" in out for out in outputs), outputs
+
+
+# -- settlement, retried through the paywall ---------------------------------------------------------------------
+
+PAYWALL_PAYER = "crash-paywall-payer"
+PAYWALL_BLOCK_TIME = 1.0
+
+
+async def _paywall_scenario(c: Cluster, rpc: str, store: Store) -> None:
+    """A resource behind our Paywall, its facilitator the ``authgate facilitator`` process over HTTP; that process
+    is killed -9 while the paid request's transfer waits for its block, and restarted; the agent re-sends the
+    very same PAYMENT-SIGNATURE."""
+    port = free_port()
+    facilitator = FacilitatorClient(c.urls[0], timeout=30)
+    paywall = Paywall(facilitator, base_url=f"http://127.0.0.1:{port}")
+    paywall.route("/report", price="$0.001", pay_to=PAY_TO, network=localchain.NETWORK)
+    app = FastAPI()
+    served: list[str] = []
+
+    @app.get("/report")
+    async def report() -> dict[str, int]:
+        served.append("report")
+        return {"report": len(served)}
+
+    key, payer = localchain.label_key(PAYWALL_PAYER), localchain.label_address(PAYWALL_PAYER)
+    try:
+        async with serve(PaywallMiddleware(app, paywall), port) as base, httpx.AsyncClient(timeout=90) as http:
+            node = _Node(http, rpc)
+            offer = PaymentRequired.from_header((await http.get(base + "/report")).headers["payment-required"]
+                                                ).accepts[0]
+            headers = [{"PAYMENT-SIGNATURE": pay(key, offer).to_header()} for _ in range(2)]
+            nonces = ["0x" + ExactEvmPayload.from_dict(PaymentPayload.from_header(h["PAYMENT-SIGNATURE"]).payload)
+                      .authorization.nonce.hex() for h in headers]
+            payee_before, sent_before = await node.balance(PAY_TO), await node.sent()
+
+            async def submitted(count: int) -> bool:
+                return await node.sent("pending") >= sent_before + count
+
+            async def mined(count: int) -> bool:
+                return await node.sent() >= sent_before + count
+
+            # A first payment, answered as usual. Its block tells the devchain's clock (a block every
+            # PAYWALL_BLOCK_TIME seconds, on a fixed schedule): the second payment goes out just after the next
+            # tick, so its transfer waits a whole block, and the kill lands while it does.
+            warm_up = asyncio.ensure_future(http.get(base + "/report", headers=headers[0]))
+            await _until(lambda: submitted(1), "the first transfer in the mempool")
+            await _until(lambda: mined(1), "its block")
+            tick = time.monotonic()
+            ok = await warm_up
+            assert ok.status_code == 200, ok.text
+            since = time.monotonic() - tick
+            await asyncio.sleep(PAYWALL_BLOCK_TIME * (since // PAYWALL_BLOCK_TIME + 1) - since + 0.02)
+            first_try = asyncio.ensure_future(http.get(base + "/report", headers=headers[1]))
+            await _until(lambda: submitted(2), "the second transfer in the mempool")
+            c.procs[0].send_signal(signal.SIGKILL)
+            c.procs[0].wait()
+            assert await node.waiting() == 1, "the block came before the kill; nothing was tested"
+            cut_off = await first_try
+            # The facilitator died under the settlement: the handler's answer was held back, not served.
+            assert cut_off.status_code == 402, cut_off.text
+            failed = SettleResponse.from_header(cut_off.headers["payment-response"])
+            assert not failed.success and failed.error_reason == e.UNEXPECTED_SETTLE_ERROR, failed
+            await _until(lambda: mined(2), "the orphaned transfer's block")  # on chain, nobody told
+            c.restart(0)
+
+            retried = await http.get(base + "/report", headers=headers[1])  # the same PAYMENT-SIGNATURE
+            assert retried.status_code == 200, retried.text
+            receipt = SettleResponse.from_header(retried.headers["payment-response"])
+            assert receipt.success and receipt.payer == payer, receipt
+            tx = receipt.transaction.lower()
+            assert await node.users_of(payer, nonces[1]) == [tx] and await node.status(tx) == 1
+            # Delivered now: the same signature once more is a replay, refused.
+            replay = await http.get(base + "/report", headers=headers[1])
+            assert replay.status_code == 402, replay.text
+            assert PaymentRequired.from_header(replay.headers["payment-required"]).error == e.NONCE_ALREADY_USED
+
+            # Exactly one transfer per payment: two payments, two facilitator transactions, the payee paid twice.
+            assert await node.sent() == sent_before + 2 and await node.waiting() == 0
+            assert await node.balance(PAY_TO) == payee_before + 2 * int(offer.amount)
+            first_tx = SettleResponse.from_header(ok.headers["payment-response"]).transaction.lower()
+            rows = {row.nonce: (row.status, (row.tx_hash or "").lower()) for row in await store.payments.list()}
+            assert rows == {nonces[0]: ("settled", first_tx), nonces[1]: ("settled", tx)}
+            assert served == ["report"] * 3  # warm-up, the cut-off attempt (held back), the retry
+    finally:
+        await facilitator.aclose()
+    figure("crash, settlement through the paywall: facilitator killed with the transfer in the mempool; the "
+           "agent's re-sent PAYMENT-SIGNATURE answered 200 with the mined transfer, one transfer on chain")
+
+
+def test_kill_9_during_paywall_settlement_the_agents_retry_gets_the_receipt(tmp_path: Path) -> None:
+    with fresh_database() as database, devchain_process("--block-time", str(PAYWALL_BLOCK_TIME),
+                                                        "--fund", f"{PAYWALL_PAYER}=1") as rpc:
+        c = Cluster(_facilitator_env(tmp_path, database, rpc), 1, command="facilitator", health="/supported")
+        c.start()
+        try:
+            async def run() -> None:
+                store = await Store.open(to_sqlalchemy_url(database), run_migrations=False)
+                try:
+                    await _paywall_scenario(c, rpc, store)
                 finally:
                     await store.close()
 

@@ -26,6 +26,8 @@ facilitator unreachable / broken      402, ``error``: ``facilitator_unavailable`
                                       served, nothing settled (never a 5xx: the request was not paid for)
 handler status >= 400 or raises       passed through (or raised); nothing settled
 settlement fails                      402, ``PAYMENT-RESPONSE`` with ``success: false``, body ``{}``
+the same PAYMENT-SIGNATURE after a    served once more, with the receipt of the transfer that did land (the
+settlement of unknown outcome         facilitator's idempotent ``/settle``; nothing sent twice); see below
 response larger than ``max_buffer``   500 ``{"error": "response_too_large"}``; nothing settled
 ====================================  =========================================================================
 
@@ -35,6 +37,14 @@ charged again (409 while the first attempt is still in flight, or when another p
 ``siwx=True`` declares ``sign-in-with-x``: a wallet that paid for the resource within ``siwx_access_seconds``
 gets in again with a signature alone. Both keep their state in a :class:`PaywallStore` (memory by default;
 :class:`~authgate.x402.paywall_store.DatabasePaywallStore` across processes).
+
+**A settlement of unknown outcome** (``unexpected_settle_error`` or ``settlement_pending``: the facilitator died,
+timed out or could not tell) is answered 402 and the handler's answer withheld, yet the transfer may still land on
+chain. The paywall remembers that authorization (per resource, in its store, until ``validBefore``); when the
+agent re-sends the same ``PAYMENT-SIGNATURE`` and ``/verify`` says ``invalid_exact_evm_nonce_already_used``, one
+such retry at a time is let through to ``/settle``, which answers from the facilitator's ledger (reconciled with
+the chain) and never submits twice: the agent gets the transfer's receipt and the resource. Once delivered, the
+same signature again is a replay and refused as before.
 
 The handler finds a :class:`Payment` in ``request.state.x402`` (payload, matched requirements, payer, and the
 receipt for upfront payments or answers from an earlier settlement).
@@ -165,6 +175,8 @@ class _Pending:
     #: From the trust guard: gives back what it counted when the payment does not happen (authgate.trust); its
     #: optional ``settled(receipt)`` is awaited once the payment settled (the trust audit log).
     on_release: Callable[[], Awaitable[None]] | None = None
+    #: A retry of an authorization whose settlement had an unknown outcome: the claim this request holds.
+    recovering: str | None = None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -385,6 +397,74 @@ class Paywall:
             await release()
         if pending.pid_key is not None and pending.receipt is None:
             await self.store.delete(pending.pid_key)
+        if pending.recovering is not None and pending.receipt is None:
+            claim, pending.recovering = pending.recovering, None
+            await self.store.delete(claim)  # another retry may try again
+
+    # -- settlements of unknown outcome ----------------------------------------------------------------------
+
+    async def _settle_failed(self, pending: _Pending, receipt: wire.SettleResponse) -> None:
+        """A failed settlement: if its outcome is unknown (the transfer may still be mined), remember the
+        authorization so that a retry of the same signature can collect it; if it definitely failed, forget it."""
+        key = _unsettled_key(pending)
+        if key is None:
+            return
+        if receipt.error_reason in _SETTLE_ERRORS:
+            ttl = _seconds_left(pending.payload, self.clock(), self.payment_id_ttl)
+            await self.store.put(key, {"payer": pending.payment.payer.lower()}, ttl)
+        elif pending.recovering is not None:
+            await self.store.delete(key)
+
+    async def _claim_unsettled(self, pending: _Pending) -> bool:
+        """This authorization's earlier settlement had an unknown outcome and nobody else is collecting it now:
+        claim it (until this request is done) and let it through to ``/settle``."""
+        key = _unsettled_key(pending)
+        if key is None:
+            return False
+        earlier = await self.store.get(key)
+        if earlier is None or earlier.get("payer") != pending.payment.payer.lower():
+            return False
+        claim = store_key("unsettled-claim", key)
+        if not await self.store.add(claim, {}, 300):
+            return False
+        pending.recovering = claim
+        return True
+
+    async def _collected(self, pending: _Pending) -> None:
+        """A retry collected its settlement and is being answered: later copies of the signature are replays."""
+        if pending.recovering is not None:
+            key = _unsettled_key(pending)
+            if key is not None:
+                await self.store.delete(key)
+            claim, pending.recovering = pending.recovering, None
+            await self.store.delete(claim)
+
+
+def _authorization_nonce(payload: wire.PaymentPayload) -> str | None:
+    authorization = payload.payload.get("authorization")
+    nonce = authorization.get("nonce") if isinstance(authorization, dict) else None
+    return nonce.lower() if isinstance(nonce, str) and 0 < len(nonce) <= 80 else None
+
+
+def _unsettled_key(pending: _Pending) -> str | None:
+    """The store key of one authorization (payer, nonce, asset, network) for one resource."""
+    nonce = _authorization_nonce(pending.payload)
+    if nonce is None:
+        return None
+    req = pending.requirements
+    return store_key("unsettled", pending.resource_url, req.network, req.asset.lower(),
+                     pending.payment.payer.lower(), nonce)
+
+
+def _seconds_left(payload: wire.PaymentPayload, now: float, default: int) -> int:
+    """Until the authorization's ``validBefore`` (after it the chain refuses it, and /verify says so first)."""
+    authorization = payload.payload.get("authorization")
+    before = authorization.get("validBefore") if isinstance(authorization, dict) else None
+    try:
+        left = int(str(before)) - int(now)
+    except ValueError:
+        return default
+    return max(1, min(left + 1, default))
 
 
 class _Exchange:
@@ -480,7 +560,8 @@ class _Exchange:
             await pw._release(pending)
             logger.warning("x402 verify failed: facilitator unavailable (%s)", exc.__class__.__name__)
             raise pw.unavailable(route, resource_url) from None
-        if not verdict.is_valid:
+        if not verdict.is_valid and not (verdict.invalid_reason == reasons.NONCE_ALREADY_USED
+                                         and await pw._claim_unsettled(pending)):
             await pw._release(pending)
             raise pw.challenge(route, resource_url, verdict.invalid_reason or "invalid_payment")
         if verdict.payer and verdict.payer.lower() != claimed.lower():
@@ -490,11 +571,13 @@ class _Exchange:
         if route.flow == "upfront":
             receipt = await pw._settle(pending)
             if not receipt.success:
+                await pw._settle_failed(pending, receipt)
                 await pw._release(pending)
                 raise _settle_failure(receipt)
             pending.receipt = receipt
             pending.settle_now = False
             await pw._settled(pending, receipt)
+            await pw._collected(pending)
             payment = Payment(payer=claimed, requirements=requirements, payload=payload, receipt=receipt,
                               payment_id=payment_id)
             pending.payment = payment
@@ -681,11 +764,13 @@ class PaywallMiddleware:
             return
         receipt = await paywall._settle(pending)
         if not receipt.success:
+            await paywall._settle_failed(pending, receipt)
             await paywall._release(pending)
             await _send_answer(send, _settle_failure(receipt), head)
             return
         pending.receipt = receipt
         await paywall._settled(pending, receipt)
+        await paywall._collected(pending)
         start = _with_receipt(buffer.start, receipt)
         await send(start)
         await send({"type": "http.response.body", "body": b"".join(buffer.chunks)})
