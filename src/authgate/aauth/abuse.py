@@ -1,10 +1,10 @@
 """Abuse controls for identity matching: per-minute rate limits per dimension, and lock-out per claimed person.
 
 **Rate limits** count attempts per ``client``, ``user`` (the blinded ``user_index``), ``caller_id``, ``ip`` and
-``conversation``, each against its ``aauth_rate_*`` setting (per minute, 0 = unlimited). The counters use
-:class:`authgate.ratelimit.RateLimiter`, which is *in-process*: with several server processes each counts on its
-own, so the effective limit is the setting times the number of processes until a shared (Redis) backend plugs in
-behind the same interface. Keys are hashed before they are kept, so no caller ID sits in memory in clear.
+``conversation``, each against its ``aauth_rate_*`` setting (per minute, 0 = unlimited). The counters sit behind
+the :class:`authgate.ratelimit.RateLimiter` interface, whose backend ``rate_limit_backend`` chooses: in-process,
+the database or Redis, so that several processes share one count (docs/deployment.md). Keys are hashed before
+they are kept, so no caller ID sits in memory or in a table in clear.
 
 **Lock-out** is durable and shared by every process (the ``identity_lockouts`` table): after
 ``aauth_lockout_threshold`` failed matches for one ``user_index`` within ``aauth_lockout_window`` seconds, the
