@@ -12,8 +12,11 @@ import sqlalchemy as sa
 from authgate.store import Store
 from authgate.store import tables as t
 
-#: Audit events counted as denials on the charts: refusals, failed checks and replays.
+#: Audit events counted as denials on the charts: refusals, failed checks and replays (the trust checks' refusals
+#: at a paywall or gateway are ``trust.*_denied``: authgate.trust.audit).
 DENIAL_SUFFIXES = (".denied", "_denied", ".failed", "_failed", ".replayed")
+#: The audit event of a payment a paywall settled (authgate.trust.audit.EVENT_RECEIVED).
+PAYMENT_RECEIVED = "x402.payment_received"
 #: The most rows a chart reads; older buckets beyond it are simply not drawn.
 CHART_ROW_CAP = 200_000
 #: OAuth token records read to list live grants.
@@ -146,6 +149,9 @@ def buckets(now: int, step: int, count: int) -> list[int]:
 
 
 async def series(store: Store, now: int, step: int, count: int) -> Series:
+    """Requests (audit events), denials and payments per bucket. Payments are those our facilitator settled
+    (``x402_payments``) and those a paywall with a trust database received (``x402.payment_received`` events),
+    each transaction (network, hash) counted once — at its earliest time — when authgate was both."""
     starts = buckets(now, step, count)
     first = starts[0]
     requests, denials, payments = [0] * count, [0] * count, [0] * count
@@ -158,9 +164,26 @@ async def series(store: Store, now: int, step: int, count: int) -> Series:
                 requests[i] += 1
                 if is_denial(event):
                     denials[i] += 1
-        paid = await conn.execute(sa.select(p.created_at).where(p.created_at >= first, p.status == "settled")
-                                  .limit(CHART_ROW_CAP))
-        for (at,) in paid:
+        settled: dict[tuple[str, str], int] = {}
+        untraced: list[int] = []
+
+        def paid_at(at: int, network: Any, tx: Any) -> None:
+            if isinstance(tx, str) and tx and isinstance(network, str):
+                key = (network, tx.lower())
+                settled[key] = min(at, settled.get(key, at))
+            else:
+                untraced.append(at)
+
+        rows = await conn.execute(sa.select(p.created_at, p.network, p.tx_hash)
+                                  .where(p.created_at >= first, p.status == "settled").limit(CHART_ROW_CAP))
+        for at, network, tx in rows:
+            paid_at(at, network, tx)
+        received = await conn.execute(sa.select(a.at, a.detail).where(a.at >= first, a.event == PAYMENT_RECEIVED)
+                                      .limit(CHART_ROW_CAP))
+        for at, detail in received:
+            detail = detail if isinstance(detail, dict) else {}
+            paid_at(at, detail.get("network"), detail.get("tx"))
+        for at in [*settled.values(), *untraced]:
             i = (at - first) // step
             if 0 <= i < count:
                 payments[i] += 1

@@ -13,6 +13,10 @@ and what the gateway's ``[trust]`` section builds.
 
 A check that cannot reach the trust database decides nothing: ``503 temporarily_unavailable`` with
 ``Retry-After`` — never a 500, never a pass.
+
+With a trust database (the kill switch's, or the payment guard's), every refusal decided here — a killed Agent
+Auth caller, a missing or invalid attestation, a refused payment — and every payment the route's paywall settles
+is written to its audit log (authgate.trust.audit); allowed requests write nothing.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from typing import Any
 from authgate.clock import Clock, SystemClock
 from authgate.policy.identity import Identity
 from authgate.policy.model import Attestation
+from authgate.trust import audit
 from authgate.trust import wire as w
 from authgate.trust.attestations import Requirement, check_attestations, encode_requirement, split_header
 from authgate.trust.errors import STORE_ERRORS, TrustError, unavailable
 from authgate.trust.issuers import TrustedIssuers
 from authgate.trust.killswitch import KillSwitch
-from authgate.trust.paywall import PaymentTrustGuard, Release, proved_identity
+from authgate.trust.paywall import Counted, PaymentTrustGuard, Release, payment_seen, proved_identity
+from authgate.trust.store import TrustStore
 
 Guard = Callable[[Mapping[str, Any], Any, str], Awaitable[Release | None]]
 
@@ -45,15 +51,29 @@ class TrustChecks:
     payments: PaymentTrustGuard | None = None
     clock: Clock = field(default_factory=SystemClock)
 
+    @property
+    def trust(self) -> TrustStore | None:
+        """The trust database the checks use (None: offline checks only); refusals are audited there."""
+        if self.killswitch is not None:
+            return self.killswitch.trust
+        return self.payments.trust if self.payments is not None else None
+
     async def killed(self, identity: Identity, *, token_id: str | None = None) -> bool:
-        """Whether ``identity`` (its agent, person, or the Agent Auth token ``token_id`` issued here) is killed."""
+        """Whether ``identity`` (its agent, person, or the Agent Auth token ``token_id`` issued here) is killed
+        (audited when it is)."""
         if self.killswitch is None:
             return False
         bearer = identity.mechanism in ("oauth", "aauth")
-        if await self.killswitch.killed(agents=[identity.agent], users=[identity.subject],
-                                        clients=[identity.agent] if bearer else []) is not None:
-            return True
-        return token_id is not None and await self.killswitch.agentauth_token_killed(token_id)
+        hit = await self.killswitch.killed(agents=[identity.agent], users=[identity.subject],
+                                           clients=[identity.agent] if bearer else [])
+        if hit is None and token_id is not None and await self.killswitch.agentauth_token_killed(token_id):
+            hit = "token"
+        if hit is None:
+            return False
+        await audit.refused(self.trust, TrustError(w.ERR_KILLED, f"{hit.split(':', 1)[0]} disabled by the kill "
+                                                                 "switch"),
+                            audit.Seen(agent=identity.agent, subject=identity.subject, mechanism=identity.mechanism))
+        return True
 
     async def attest(self, scope: Mapping[str, Any], attestation: Attestation, agents: Sequence[str | None]) -> None:
         """Raise TrustError (carrying ``Authgate-Attestation-Required``) unless the request's
@@ -69,6 +89,9 @@ class TrustChecks:
                                now=int(self.clock.now()))
         except TrustError as exc:
             exc.headers.update(header)
+            await audit.refused(self.trust, exc, audit.Seen(
+                agent=next((a for a in agents if a), None), method=str(scope.get("method", "GET")),
+                path=str(scope.get("path", "/"))))
             raise
 
     def payment_guard(self, attestation: Attestation | None) -> Guard | None:
@@ -91,6 +114,11 @@ class TrustChecks:
                     return await self.payments(scope, requirements, payer)
             except STORE_ERRORS:
                 raise unavailable() from None
-            return None
+            except TrustError as exc:  # the kill switch's (the others audit their own)
+                await audit.refused(self.trust, exc, payment_seen(scope, requirements, payer))
+                raise
+            trust = self.trust
+            # Nothing counted, but a settled payment is still audited where there is a trust database.
+            return Counted([], trust, payment_seen(scope, requirements, payer)) if trust is not None else None
 
         return guard

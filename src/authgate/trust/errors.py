@@ -25,6 +25,8 @@ class TrustError(Exception):
         self.approval_id = approval_id
         #: Response headers that tell the agent what would do (``Authgate-Attestation-Required``, ``Retry-After``).
         self.headers = dict(headers or {})
+        #: Set once the refusal is in the audit log (authgate.trust.audit), so an outer check does not write it again.
+        self.audited = False
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.code, "error_description": self.description}

@@ -17,8 +17,13 @@ claims of AuthGateMiddleware (``state["authgate"]``: client_id and subject), the
 (``state["agentauth"]``: the agent id of an agent token, or the person and key thumbprint of a person/auth
 token). An identity that was not proved (no credential, or one that failed) is not used: the payer address is.
 
-It returns a release callback; the paywall calls it when verify or settle then fails, so what was counted
-is given back (a payment is counted only if it happened).
+It returns a release callback (a :class:`Counted`); the paywall calls it when verify or settle then fails, so
+what was counted is given back (a payment is counted only if it happened), and calls its ``settled(receipt)``
+once the payment settled.
+
+With a trust database (``trust``), refusals and settled payments are audited (authgate.trust.audit:
+``trust.*_denied``, ``trust.budget_pending``, ``x402.payment_received``); allowed payments write nothing more
+before they settle.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 from authgate.clock import Clock
 from authgate.policy.identity import PRESENTED_KEY, Identity, agentauth_identity
 from authgate.resource.verifier import AccessClaims
+from authgate.trust import audit
 from authgate.trust import wire as w
 from authgate.trust.attestations import Requirement, check_attestations, split_header
 from authgate.trust.budgets import BudgetGuard, Charged
@@ -63,6 +69,34 @@ def proved_identity(scope: Mapping[str, Any]) -> Identity | None:
     return None
 
 
+def payment_seen(scope: Mapping[str, Any], requirements: Any, payer: str) -> audit.Seen:
+    """What the audit log says of a payment: who (proved identity, payer) and what (route, terms)."""
+    who = proved_identity(scope)
+    return audit.Seen(agent=who.agent if who is not None else None, subject=who.subject if who is not None else None,
+                      mechanism=who.mechanism if who is not None else "x402", method=str(scope.get("method", "GET")),
+                      path=str(scope.get("path", "/")), payer=payer.lower(), payee=str(requirements.pay_to).lower(),
+                      amount=str(requirements.amount)[:40], asset=str(requirements.asset)[:80],
+                      network=str(requirements.network)[:64])
+
+
+class Counted:
+    """What the guard returns for a payment it let through. Awaiting it gives back what was counted (the payment
+    did not happen); :meth:`settled` records the payment received (when there is a trust database)."""
+
+    def __init__(self, undo: list[Release], trust: TrustStore | None, seen: audit.Seen) -> None:
+        self.undo = undo
+        self.trust = trust
+        self.seen = seen
+
+    async def __call__(self) -> None:
+        for release in self.undo:
+            await release()
+
+    async def settled(self, receipt: Any) -> None:
+        """The paywall settled this payment (``receipt``: the SettleResponse)."""
+        await audit.received(self.trust, self.seen, receipt)
+
+
 class PaymentTrustGuard:
     def __init__(self, trust: TrustStore | None, clock: Clock, *, killswitch: KillSwitch | None = None,
                  budgets: BudgetGuard | None = None, mandates: MandateVerifier | None = None,
@@ -88,6 +122,17 @@ class PaymentTrustGuard:
         return best[1] if best else None
 
     async def __call__(self, scope: Mapping[str, Any], requirements: Any, payer: str) -> Release | None:
+        try:
+            return await self._check(scope, requirements, payer)
+        except TrustError as exc:
+            approval = _headers(scope, w.APPROVAL_HEADER)
+            if exc.code == w.ERR_BUDGET_PENDING and approval:
+                exc.audited = True  # the agent's repeat while its approval is pending: asked (and written) once
+            await audit.refused(self.trust, exc, payment_seen(scope, requirements, payer),
+                                approval_id=approval[0].strip()[:64] if approval else None)
+            raise
+
+    async def _check(self, scope: Mapping[str, Any], requirements: Any, payer: str) -> Release | None:
         now = int(self.clock.now())
         method, path = str(scope.get("method", "GET")), str(scope.get("path", "/"))
         payer = payer.lower()
@@ -137,11 +182,6 @@ class PaymentTrustGuard:
             budgets = self.budgets
             undo.append(lambda: budgets.refund(charged))
 
-        if not undo:
+        if not undo and self.trust is None:
             return None
-
-        async def release_all() -> None:
-            for release in undo:
-                await release()
-
-        return release_all
+        return Counted(undo, self.trust, payment_seen(scope, requirements, payer))

@@ -5,13 +5,16 @@ JWT access tokens verify offline, so without this a killed client's token keeps 
 subject, and an acting agent in ``act.sub``); a hit is an ordinary ``invalid_token`` rejection (reason
 ``killed``), and a kill list that cannot be read is ``VerifierUnavailable`` (503), never a pass. The switch
 needs the issuer's database: ``KillSwitch(TrustStore(await Store.open(url, run_migrations=False)))`` in a
-separate resource server, ``ctx.killswitch`` inside authgate's own process.
+separate resource server, ``ctx.killswitch`` inside authgate's own process. A refused token is audited in that
+database (``trust.kill_denied``, authgate.trust.audit).
 """
 
 from __future__ import annotations
 
 from authgate.resource.verifier import AccessClaims, TokenRejected, TokenVerifier, VerifierUnavailable
-from authgate.trust.errors import STORE_ERRORS
+from authgate.trust import audit
+from authgate.trust import wire as w
+from authgate.trust.errors import STORE_ERRORS, TrustError
 from authgate.trust.killswitch import KillSwitch
 
 
@@ -34,5 +37,8 @@ class KillSwitchVerifier:
         except STORE_ERRORS as exc:
             raise VerifierUnavailable(f"kill list unreadable: {exc.__class__.__name__}") from None
         if hit is not None:
-            raise TokenRejected("killed", hit.split(":", 1)[0])
+            kind = hit.split(":", 1)[0]
+            await audit.refused(self.switch.trust, TrustError(w.ERR_KILLED, f"{kind} disabled by the kill switch"),
+                                audit.Seen(agent=claims.client_id, subject=claims.subject, mechanism="oauth"))
+            raise TokenRejected("killed", kind)
         return claims
