@@ -3,31 +3,58 @@
 - ``kill agent|client|user ID [--reason …]`` / ``revive agent|client|user ID`` / ``kill --list``: the kill
   switch (seen by every server process sharing the database on its next request; audited).
 - ``budgets set AGENT [--per-request N] [--per-day N] [--per-payee-day N] [--approver USERNAME]``, ``list``,
-  ``remove AGENT``: amounts in atomic units of the asset.
+  ``remove AGENT``: amounts in atomic units of the asset; a payer address is stored lower-case (as payments
+  are keyed).
 - ``mandates issue --user U --agent A --route R… --payee P… --cap N [--period day] [--ttl S]`` prints the
-  mandate JWT; ``list [--user U]``; ``revoke JTI``.
-- ``attestations issue --agent A --claim k=v… [--ttl S]`` prints an attestation signed by this server.
+  mandate JWT; ``list [--user U]``; ``revoke JTI``. Payees are 0x addresses; ``--ttl`` 60 s to 30 days.
+- ``attestations issue --agent A --claim k=v… [--ttl S]`` prints an attestation signed by this server
+  (``true``/``false`` become booleans and integers integers, as route policies compare them by JSON type).
+
+Bad input is refused with a message on stderr and a non-zero exit: 2 for a value out of range (1 for an
+unknown user, budget or mandate); nothing is written then.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from authgate.trust import wire as w
 
+_CLAIM_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+MAX_ATTESTATION_TTL = 365 * 86400
+
 
 def _claims(pairs: list[str]) -> dict[str, Any]:
+    if not pairs:
+        raise ValueError("give at least one --claim name=value")
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--claim {pair!r}: expected name=value")
-        out[name] = True if value == "true" else False if value == "false" else value
+        if not sep or not _CLAIM_NAME.match(name):
+            raise ValueError(f"--claim {pair[:80]!r}: expected name=value, the name 1 to 64 letters, digits, "
+                             "'_', '.', ':', '-'")
+        if name in out:
+            raise ValueError(f"--claim {name!r} given twice")
+        if value in ("true", "false"):
+            out[name] = value == "true"
+        elif value.lstrip("-").isdigit() and str(int(value)) == value:
+            out[name] = int(value)
+        else:
+            out[name] = value
     return out
+
+
+def _agent(value: str) -> str:
+    """An agent key as budgets and the kill switch store it (payer addresses lower-case)."""
+    if not value or len(value) > w.MAX_ID:
+        raise ValueError(f"agent: 1 to {w.MAX_ID} characters")
+    return value.lower() if _ADDRESS.match(value) else value
 
 
 async def run(args: argparse.Namespace, settings: Any) -> int:
@@ -61,22 +88,28 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
                         print(f"no user {args.approver!r}", file=sys.stderr)
                         return 1
                     approver = user.subject
-                budget = await trust.set_budget(args.agent, per_request=args.per_request, per_day=args.per_day,
-                                                per_payee_day=args.per_payee_day, approver=approver, by="cli")
+                budget = await trust.set_budget(_agent(args.agent), per_request=args.per_request,
+                                                per_day=args.per_day, per_payee_day=args.per_payee_day,
+                                                approver=approver, by="cli")
                 print(json.dumps(budget.public(), indent=2))
             elif args.action == "list":
                 print(json.dumps([b.public() for b in await trust.list_budgets()], indent=2))
-            elif not await trust.delete_budget(args.agent, by="cli"):
-                print("no such budget", file=sys.stderr)
+            elif not await trust.delete_budget(_agent(args.agent), by="cli"):
+                print(f"no budget for {args.agent!r}", file=sys.stderr)
                 return 1
             return 0
         if args.command == "mandates":
             if args.action == "issue":
+                bad = [p for p in [*args.payee, *([args.asset] if args.asset else [])] if not _ADDRESS.match(p)]
+                if bad:
+                    raise ValueError(f"{bad[0][:80]!r} is not a 0x address (40 hex digits)")
+                if not 60 <= args.ttl <= mandates.MAX_TTL:
+                    raise ValueError(f"--ttl: 60 to {mandates.MAX_TTL} seconds (30 days)")
+                terms = mandates.Terms(tuple(args.route), tuple(args.payee), args.cap, args.period, args.asset)
                 user = await ctx.store.get_user_by_name(args.user)
                 if user is None:
                     print(f"no user {args.user!r}", file=sys.stderr)
                     return 1
-                terms = mandates.Terms(tuple(args.route), tuple(args.payee), args.cap, args.period, args.asset)
                 token, row = await mandates.issue(ctx.keys, trust, issuer=ctx.issuer, subject=user.subject,
                                                   agent=args.agent, terms=terms, ttl=args.ttl)
                 print(json.dumps({"mandate": token, "jti": row.jti, "expires_at": row.expires_at}, indent=2))
@@ -84,13 +117,19 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
                 subject = None
                 if args.user:
                     user = await ctx.store.get_user_by_name(args.user)
-                    subject = user.subject if user else "-"
+                    if user is None:
+                        print(f"no user {args.user!r}", file=sys.stderr)
+                        return 1
+                    subject = user.subject
                 print(json.dumps([m.public() for m in await trust.list_mandates(subject=subject)], indent=2))
             elif not await trust.revoke_mandate(args.jti, by="cli"):
-                print("no such active mandate", file=sys.stderr)
+                print(f"no active mandate {args.jti[:80]!r} (unknown, or already revoked)", file=sys.stderr)
                 return 1
             return 0
-        token = await issue_attestation(ctx.keys, issuer=ctx.issuer, agent=args.agent, claims=_claims(args.claim),
+        claims = _claims(args.claim)
+        if not 60 <= args.ttl <= MAX_ATTESTATION_TTL:
+            raise ValueError(f"--ttl: 60 to {MAX_ATTESTATION_TTL} seconds (a year)")
+        token = await issue_attestation(ctx.keys, issuer=ctx.issuer, agent=_agent(args.agent), claims=claims,
                                         ttl=args.ttl, now=ctx.now())
         print(token)
         return 0
