@@ -308,12 +308,14 @@ async def test_budgets_are_kept_per_agent_auth_identity_and_per_oauth_client(wor
     await world.ctx.trust.set_budget("client-1", per_request=PRICE - 1)
     paid = await world.get("/paid", signed=world.agent_token, pay=True, wallet=wallet)
     assert paid.status_code == 200, paid.text
-    assert _error(await world.get("/paid", signed=world.agent_token, pay=True, wallet=wallet)) == \
-        tw.ERR_BUDGET_EXCEEDED
+    over = await world.get("/paid", signed=world.agent_token, pay=True, wallet=wallet)
+    assert _error(over) == tw.ERR_BUDGET_PENDING  # no approver set: the Agent Auth agent's owner is asked
+    approval = await world.ctx.approvals.get(over.json()["approval_id"])
+    assert approval is not None and approval.subject == world.owner and approval.client_id == world.agent_id
     day = period_key("day", world.clock.now())
     assert await world.ctx.trust.spent(world.agent_id, day) == PRICE
     assert await world.ctx.trust.spent(wallet.address.lower(), day) == 0  # charged to the agent, not the wallet
-    token = await world.token()
+    token = await world.token()  # an OAuth client has no recorded owner: refused
     assert _error(await world.get("/paid", token=token, pay=True, wallet=wallet)) == tw.ERR_BUDGET_EXCEEDED
     assert (await world.get("/paid", pay=True, wallet=wallet)).status_code == 200  # the wallet has no budget
     assert world.fac.settle_calls == 2

@@ -4,7 +4,10 @@ The agent key is its OAuth client_id or Agent Auth agent id, or its x402 payer a
 identifies it. ``BudgetGuard.charge`` is the hook a paywall/gateway calls before verify/settle: it charges the
 day counters atomically (trust_spend; no double count under concurrency, in any process) or, above a limit and
 when the budget names an ``approver``, creates an approval request for that person and refuses with
-``budget_approval_pending`` + the approval id. The agent repeats the payment with ``Authgate-Approval: <id>``:
+``budget_approval_pending`` + the approval id. A budget without an approver asks the agent's owner when there
+is one (an Agent Auth agent enrolled here, by agent id or key thumbprint; ``owner_approves``); OAuth clients and
+payer addresses have no recorded owner and are refused. The agent repeats the payment with
+``Authgate-Approval: <id>``:
 approved → paid once (counted, not limited; a payment that then fails gives the approval back); denied →
 ``budget_approval_denied``.
 """
@@ -39,11 +42,13 @@ class Charged:
 
 class BudgetGuard:
     def __init__(self, trust: TrustStore, clock: Clock, approvals: ApprovalService | None = None,
-                 approval_ttl: int = 900) -> None:
+                 approval_ttl: int = 900, owner_approves: bool = True) -> None:
         self.trust = trust
         self.clock = clock
         self.approvals = approvals
         self.approval_ttl = approval_ttl
+        #: A budget with no approver asks the agent's owner, where one is recorded (False: refuse instead).
+        self.owner_approves = owner_approves
 
     async def charge(self, agent: str, payee: str, amount: int, *, approval_id: str | None = None,
                      resource: str | None = None) -> Charged:
@@ -73,10 +78,13 @@ class BudgetGuard:
                         else f"daily limit of {budget.per_payee_day} for this payee")
         if over is None:
             return Charged(agent, payee, amount, buckets=counted)
-        if budget.approver is None or self.approvals is None:
+        approver = budget.approver
+        if approver is None and self.approvals is not None and self.owner_approves:
+            approver = await self.trust.agent_owner(agent)  # over a limit only: not on the way of a payment
+        if approver is None or self.approvals is None:
             raise TrustError(w.ERR_BUDGET_EXCEEDED, f"payment of {amount} is over the agent's {over}")
         request = await self.approvals.create(
-            kind=w.APPROVAL_KIND_BUDGET, subject=budget.approver, client_id=agent, ttl=self.approval_ttl,
+            kind=w.APPROVAL_KIND_BUDGET, subject=approver, client_id=agent, ttl=self.approval_ttl,
             details={"agent": agent, "payee": payee, "amount": str(amount), "over": over, "resource": resource},
             binding_message=f"Pay {amount} to {payee[:60]}")
         raise TrustError(w.ERR_BUDGET_PENDING, f"payment of {amount} is over the agent's {over}; approval "

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from authgate.policy.identity import THUMBPRINT_URN
 from authgate.store import tables as t
 
 if TYPE_CHECKING:
@@ -299,6 +300,21 @@ class TrustStore:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(c.agent_id, c.subject).where(c.jti == jti))).first()
         return (str(row[0]), row[1]) if row else None
+
+    async def agent_owner(self, agent: str) -> str | None:
+        """The person (user subject) owning an active Agent Auth agent enrolled here, found by its agent id or,
+        for a person or auth token's key thumbprint URN, by its key; None for anything else (OAuth clients and
+        payer addresses have no recorded owner)."""
+        c = t.agentauth_agents.c
+        if agent.startswith(THUMBPRINT_URN):
+            match = c.jkt == agent[len(THUMBPRINT_URN):]
+        elif agent and len(agent) <= 300:
+            match = c.agent_id == agent
+        else:
+            return None
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(c.owner).where(match, c.revoked_at.is_(None)).limit(2))).all()
+        return str(rows[0][0]) if len(rows) == 1 else None
 
     async def kills(self) -> list[KillRow]:
         async with self.engine.connect() as conn:
