@@ -107,7 +107,7 @@ class Upstream:
         return JSONResponse({"ok": True, "agent": request.headers.get("x-authgate-agent")})
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/{path:path}", self.echo)])
+        return Starlette(routes=[Route("/{path:path}", self.echo, methods=["GET", "POST"])])
 
 
 @dataclass
@@ -538,3 +538,32 @@ def test_trust_configuration_mistakes(tmp_path: Path) -> None:
     del no_trust["trust"]
     _fails(no_trust, "routes[0] (* /adult): attestation: no attestation issuers are trusted (configure trusted "
            "issuers: [trust.issuers] in a gateway file)", tmp_path)
+
+
+# -- state shared by several gateway processes --------------------------------------------------------------------
+
+
+async def test_a_signed_request_replayed_to_another_gateway_process_is_refused(world: World, tmp_path: Path) -> None:
+    """Two gateways on one ``[trust]`` database stand for two processes: the Agent Auth replay cache is that
+    database, so a captured signed POST accepted by one is refused by the other (a per-process cache let it in)."""
+    env = {"AUTHGATE_TEST_TRUST_DB": str(world.gateway.config.trust.database_url)}  # type: ignore[union-attr]
+    config = gateway_config_from_dict(_config(tmp_path, trust={
+        "database_url_env": "AUTHGATE_TEST_TRUST_DB", "issuers": {PS: "authgate-jwks.json"}}),
+        source="gw.toml", base_dir=tmp_path, env=env)
+    other = build_gateway(config, upstream_transport=httpx.ASGITransport(app=world.upstream.app()),
+                          http_transport=world.router, clock=world.clock.now)
+    try:
+        request = world.http.build_request("POST", API + "/weather", content=b'{"city": "Oslo"}',
+                                           headers={"Content-Type": "application/json"})
+        AgentAuth(world.key, world.agent_token, http=world.http, clock=world.clock.now).sign(request,
+                                                                                             world.agent_token)
+        assert (await world.http.send(request)).status_code == 200
+        seen = len(world.upstream.seen)
+        world.router.add("api.test", other)
+        replayed = await world.http.send(request)
+        assert replayed.status_code == 401, replayed.text
+        assert "signature-error" in replayed.headers
+        assert len(world.upstream.seen) == seen  # nothing forwarded
+    finally:
+        world.router.add("api.test", world.gateway)
+        await other.aclose()

@@ -76,8 +76,11 @@ from authgate.policy.model import Policy, PolicyError
 from authgate.resource.metadata import canonical_resource, check_scopes
 
 if TYPE_CHECKING:
+    from authgate.agentauth.replay import ReplayCache
     from authgate.context import ServerContext
     from authgate.gateway.runtime import GatewayApp, Generation, Shared
+    from authgate.gateway.trust import TrustDatabase
+    from authgate.x402.paywall_store import PaywallStore
 
 SECTIONS = frozenset({"gateway", "oauth", "agentauth", "x402", "token_exchange", "trust", "operations"})
 _GATEWAY_KEYS = {"upstream": str, "public_url": str, "identity": str, "identity_secret_env": str,
@@ -372,7 +375,7 @@ def _assemble(config: GatewayConfig, shared: Shared, *, upstream_transport: http
             fetch_json=httpx_fetcher(http) if http_transport is not None else None,
             trusted_agent_providers=config.agentauth.get("trusted_agent_providers"),
             trusted_person_servers=config.agentauth.get("trusted_person_servers", ()),
-            scope_descriptions=dict(policy.scope_descriptions), replay=shared.replay_cache(),
+            scope_descriptions=dict(policy.scope_descriptions), replay=_replay_cache(shared, server, database),
             clock=clock, window=config.agentauth.get("signature_window", 60),
             allow_http_loopback=config.agentauth.get("allow_http_loopback", False))
     if config.x402 is not None:
@@ -385,7 +388,8 @@ def _assemble(config: GatewayConfig, shared: Shared, *, upstream_transport: http
         checks["facilitator"] = _facilitator_check(client)
     enforced: ASGIApp = PolicyMiddleware(
         proxy, policy, bearer=bearer, agentauth=agentauth, facilitator=facilitator, base_url=config.public_url,
-        metrics=shared.metrics, paywall_store=shared.paywall_store() if facilitator is not None else None,
+        metrics=shared.metrics,
+        paywall_store=_paywall_store(shared, server, database) if facilitator is not None else None,
         siwx_key=shared.siwx_key, trust=trust)
     if database is not None:  # built: from now on this generation uses the trust database (released on close)
         checks["trust database"] = _database_check(database.store)
@@ -395,6 +399,31 @@ def _assemble(config: GatewayConfig, shared: Shared, *, upstream_transport: http
         readiness = Readiness(checks, config.operations.ready_timeout)
         served = OperationsEndpoints(enforced, config.operations, shared.metrics, readiness)
     return Generation(config, served, closers, enforcer=enforced)
+
+
+def _replay_cache(shared: Shared, server: ServerContext | None, database: TrustDatabase | None) -> ReplayCache:
+    """Where signed Agent Auth requests are remembered. Several gateway processes (``serve --workers``, or N
+    instances) must share it, or a signed request replayed to another process is accepted again: the server's
+    own cache inside ``authgate serve`` (Redis or its database), else the ``[trust]`` database, else memory
+    (one process: kept across reloads by ``shared``)."""
+    from authgate.agentauth.replay import DatabaseReplayCache
+
+    if server is not None:
+        return server.replay_cache or DatabaseReplayCache(server.store)
+    if database is not None:
+        return DatabaseReplayCache(database.store)
+    return shared.replay_cache()
+
+
+def _paywall_store(shared: Shared, server: ServerContext | None, database: TrustDatabase | None) -> PaywallStore:
+    """Payment ids, paid sign-ins and settlements of unknown outcome, shared like the replay cache above."""
+    from authgate.x402.paywall_store import DatabasePaywallStore
+
+    if server is not None:
+        return DatabasePaywallStore(server.store)
+    if database is not None:
+        return DatabasePaywallStore(database.store)
+    return shared.paywall_store()
 
 
 def _upstream_check(config: GatewayConfig, transport: httpx.AsyncBaseTransport | None,
