@@ -177,3 +177,62 @@ async def test_retry_collects_through_another_paywall_process_sharing_the_databa
         replayed = await a.get("/weather", headers=header)
     assert retried.status_code == 200 and served_b == ["weather"]
     assert replayed.status_code == 402 and fac.transfers() == 1
+
+
+@pytest.mark.parametrize("pending", [0, 4])
+async def test_the_paying_agent_resends_by_itself_and_is_paid_once(pending: int) -> None:
+    """Our SDK agent meets the lost settlement (``unexpected_settle_error``, or ``settlement_pending`` for a
+    while): it re-sends the very same signed payment after a pause, never a new one, and gets the resource and
+    the receipt of the one transfer."""
+    from authgate.agent.x402 import RECEIPT_KEY, Budget, X402PaymentAuth
+
+    fac = CrashingFacilitator()
+    app, served = _app(fac)
+    wallet = payer_wallet(fac)
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if pending:
+            fac.still_pending = max(0, fac.still_pending - 1)  # the chain settles while the agent waits
+
+    auth = X402PaymentAuth(wallet, Budget(max_per_request="$0.05"), networks={NETWORK}, sleep=sleep)
+    fac.crash_after_transfer = not pending
+    fac.still_pending = pending
+    async with client(app, auth) as http:
+        answer = await http.get("/weather")
+    assert answer.status_code == 200 and answer.json() == {"report": "sunny"}
+    assert answer.extensions[RECEIPT_KEY] == next(iter(fac.receipts.values()))
+    assert fac.transfers() == 1 and fac.balances[PAYEE.lower()] == 10_000
+    assert pauses and pauses[0] >= 2.0  # a pause before each re-send, growing
+    assert pauses == sorted(pauses)
+    assert len(served) == 1 + len(pauses)  # one run per attempt; the answer of the unknown ones withheld
+
+
+async def test_the_paying_agent_gives_up_after_a_few_resends() -> None:
+    """Still unknown after its re-sends: the agent returns the server's 402 (its PAYMENT-RESPONSE says why) and
+    has signed nothing new."""
+    from authgate.agent.x402 import SETTLE_RETRIES, Budget, X402PaymentAuth
+
+    fac = CrashingFacilitator()
+    app, _ = _app(fac)
+    wallet = payer_wallet(fac)
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    signatures: list[bytes] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        signatures.extend(v for k, v in scope["headers"] if k == b"payment-signature")
+        await app(scope, receive, send)
+
+    auth = X402PaymentAuth(wallet, Budget(max_per_request="$0.05"), networks={NETWORK}, sleep=sleep)
+    fac.still_pending = 1000
+    async with client(recording, auth) as http:
+        answer = await http.get("/weather")
+    assert answer.status_code == 402
+    assert wire.SettleResponse.from_header(answer.headers["payment-response"]).error_reason == "settlement_pending"
+    assert len(pauses) == SETTLE_RETRIES and fac.transfers() == 1
+    assert len(signatures) == 1 + SETTLE_RETRIES and len(set(signatures)) == 1  # the same signed payment

@@ -107,6 +107,12 @@ EXPIRY_SKEW = 5
 #: client's ``max_redirects`` (default 20), so the waits grow (doubling from ``approval_poll``, then spread over
 #: what is left of ``approval_timeout``) instead of the repeats.
 MAX_APPROVAL_POLLS = 12
+#: Settlement failures whose outcome is unknown (the facilitator died or timed out mid-settlement): the transfer
+#: may still land, and the server lets the very same signed payment collect it (authgate.x402.paywall).
+SETTLE_UNKNOWN = frozenset({"unexpected_settle_error", "settlement_pending"})
+#: Re-sends of one payment whose settlement outcome was unknown, and the first pause before them (doubling).
+SETTLE_RETRIES = 3
+SETTLE_RETRY_PAUSE = 2.0
 #: The longest wait between two repeats, unless ``approval_timeout`` is too long to be covered otherwise.
 APPROVAL_POLL_CAP = 30.0
 
@@ -708,6 +714,7 @@ class X402PaymentAuth(httpx.Auth):
         response = yield request
         assert isinstance(response, httpx.Response)
         response = yield from self._unless_unavailable(request, response)
+        response = yield from self._unless_settle_unknown(request, response, valid_before)
         approval_id = _approval_id(_refusal(response))
         if approval_id is not None and self.approval_timeout is not None:
             record, response = yield from self._await_approval(request, response, approval_id, sign, record,
@@ -732,6 +739,29 @@ class X402PaymentAuth(httpx.Auth):
             raise PaymentUnavailable("the server's payment facilitator is unavailable; nothing was charged, retry "
                                      "later", retry_after=_retry_after(again))
         return again
+
+    def _unless_settle_unknown(self, request: httpx.Request, response: httpx.Response, valid_before: int
+                               ) -> Generator[_Step, _Reply, httpx.Response]:
+        """The server's facilitator could not tell whether our transfer was settled (it died or timed out on the
+        chain): the transfer may yet land, and signing a new authorization could pay twice. So the very same
+        signed request is sent again, a few times with growing pauses, while the authorization is valid: the
+        server collects the first settlement's outcome for it (never a second transfer) and answers with its
+        receipt. Still unknown after that: the last answer, whose ``PAYMENT-RESPONSE`` says so."""
+        pause = SETTLE_RETRY_PAUSE
+        for _ in range(SETTLE_RETRIES):
+            receipt = _read_receipt(response)
+            if response.status_code != 402 or receipt is None or receipt.error_reason not in SETTLE_UNKNOWN:
+                return response
+            hint = _retry_after(response)
+            wait = max(pause, float(min(hint, 60))) if hint is not None else pause
+            if self.clock() + wait >= valid_before:
+                return response
+            yield _Wait(wait)
+            pause *= 2
+            again = yield request
+            assert isinstance(again, httpx.Response)
+            response = again
+        return response
 
     def _await_approval(self, request: httpx.Request, response: httpx.Response, approval_id: str,
                         sign: Callable[[], tuple[PaymentRecord, int]], record: PaymentRecord, valid_before: int
