@@ -136,3 +136,28 @@ async def test_an_idle_connection_killed_by_the_database_is_replaced_not_failed(
     finally:
         await engine.dispose()
         await admin.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # SQLite has one local connection
+async def test_the_pool_is_sized_by_the_settings(backend: str, settings: Settings) -> None:
+    """``db_pool_size``/``db_max_overflow`` reach the PostgreSQL pool of the server's store (2 + 1 here: the third
+    concurrent connection is the one overflow connection, and no more may open)."""
+    from dataclasses import replace
+
+    from authgate.app import build_context
+    from tests.conftest import PG_URL
+
+    ctx = await build_context(replace(settings, database_url=PG_URL, db_pool_size=2, db_max_overflow=1).validate())
+    try:
+        pool = ctx.store.engine.pool
+        assert pool.size() == 2 and pool._max_overflow == 1  # type: ignore[attr-defined]
+        held = [await ctx.store.engine.connect() for _ in range(3)]
+        try:
+            for conn in held:
+                await conn.execute(sa.text("SELECT 1"))
+            assert pool.checkedout() == 3 and pool.overflow() == 1  # type: ignore[attr-defined]
+        finally:
+            for conn in held:
+                await conn.close()
+    finally:
+        await ctx.store.close()
