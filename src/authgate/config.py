@@ -262,6 +262,11 @@ class Settings:
 
     def validate(self) -> Settings:
         """Check the combination of settings; raise ConfigError with a clear message."""
+        # No port 0: nothing here supports an ephemeral port (the issuer, derived from the port, would be
+        # announced with :0). Out of range, the event loop may wrap 70000 to 4464 while the issuer keeps :70000.
+        for name in ("port", "smtp_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be between 1 and 65535, got {getattr(self, name)}")
         if self.auto_approve and not is_loopback_host(self.host):
             raise ConfigError("--auto-approve is for development only and requires a loopback --host")
         issuer = self.issuer_url

@@ -23,7 +23,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="gateway TOML file (routes, upstream, mechanisms)")
     p.add_argument("--host", default=os.environ.get("AUTHGATE_GATEWAY_HOST", "127.0.0.1"),
                    help="address to bind (default 127.0.0.1; AUTHGATE_GATEWAY_HOST)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("AUTHGATE_GATEWAY_PORT", "8080")),
+    # A string default goes through type=int when the command runs: a bad AUTHGATE_GATEWAY_PORT is a usage
+    # error of `authgate gateway`, not a crash of every authgate command while the parser is built.
+    p.add_argument("--port", type=int, default=os.environ.get("AUTHGATE_GATEWAY_PORT", "8080"),
                    help="port (default 8080; AUTHGATE_GATEWAY_PORT)")
     p.add_argument("--log-level", default=os.environ.get("AUTHGATE_LOG_LEVEL", "info"))
     p.add_argument("--log-format", choices=["text", "json"], default=_log_format(),
@@ -43,6 +45,10 @@ def _log_format() -> str:
 def cmd_gateway(args: argparse.Namespace) -> int:
     from authgate.gateway.config import build_gateway, load_gateway_config
 
+    if not 1 <= args.port <= 65535:  # the event loop may wrap 70000 to 4464; 0 would be a random port
+        print(f"authgate gateway: --port (or AUTHGATE_GATEWAY_PORT) must be between 1 and 65535, got {args.port}",
+              file=sys.stderr)
+        return 2
     try:
         config = load_gateway_config(args.config)
         app = build_gateway(config)
