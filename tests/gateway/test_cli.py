@@ -95,14 +95,57 @@ def guide_file(key_dir: Path) -> str:
     return guide.split("<!-- gateway-file -->\n```toml\n", 1)[1].split("\n```", 1)[0]
 
 
+def guide_env() -> dict[str, str]:
+    """The variables the guide's quick start tells the reader to ``export``, each made by running its own command
+    line from the guide in bash (``python`` being this interpreter): exactly those, nothing else."""
+    import re
+    import subprocess
+    import tempfile
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text(encoding="utf-8")
+    quick_start = guide.split("## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    script = quick_start.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    exports = [line for line in script.splitlines() if line.startswith("export ")]
+    names = re.findall(r"^export ([A-Z0-9_]+)=", "\n".join(exports), re.MULTILINE)
+    shown = "; ".join(f'printf "%s\\0" "${name}"' for name in names)
+    with tempfile.TemporaryDirectory() as bin_dir:
+        (Path(bin_dir) / "python").symlink_to(sys.executable)
+        out = subprocess.run(["bash", "-c", "set -eu; " + "; ".join(exports) + "; " + shown], capture_output=True,
+                             text=True, timeout=60, check=True, env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    values = out.stdout.split("\0")[:-1]
+    assert len(names) == len(exports) == len(values) and all(values), (exports, out.stdout, out.stderr)
+    return dict(zip(names, values, strict=True))
+
+
+def test_the_guide_exports_the_secrets_its_file_names() -> None:
+    env = guide_env()
+    assert set(env) == {"AUTHGATE_GATEWAY_SECRET", "AUTHGATE_METRICS_TOKEN"}
+    assert len(set(env.values())) == 2 and all(len(v) == 64 for v in env.values())
+
+
+def test_the_guides_quick_start_check_passes_with_the_variables_it_sets(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`authgate gateway --config gateway.toml --check` as the quick start runs it: the guide's file, and in the
+    environment only what the quick start exports (it once left out AUTHGATE_METRICS_TOKEN, and the check
+    stopped with "metrics_token_env: $AUTHGATE_METRICS_TOKEN is not set")."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(guide_file(tmp_path))
+    for name in list(os.environ):
+        if name.startswith("AUTHGATE_"):
+            monkeypatch.delenv(name)
+    for name, value in guide_env().items():
+        monkeypatch.setenv(name, value)
+    assert main(["gateway", "--config", str(path), "--check"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith(f"{path}: ok (6 routes; ")
+
+
 async def test_the_file_in_the_gateway_guide_is_valid_and_builds(tmp_path: Path) -> None:
     import tomllib
 
     from authgate.gateway import build_gateway, gateway_config_from_dict
 
     text = guide_file(tmp_path)
-    config = gateway_config_from_dict(tomllib.loads(text), source="guide", env={
-        "AUTHGATE_GATEWAY_SECRET": "x" * 64, "AUTHGATE_METRICS_TOKEN": "m" * 32}, base_dir=tmp_path)
+    config = gateway_config_from_dict(tomllib.loads(text), source="guide", env=guide_env(), base_dir=tmp_path)
     assert [r.label for r in config.policy.routes] == [
         "* /health", "GET /v1/forecast/*", "GET /v1/live", "DELETE,POST /v1/alerts/*", "GET /v1/account/*",
         "* /v1/account/*"]
