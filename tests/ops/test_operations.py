@@ -42,6 +42,18 @@ async def test_metrics_count_requests_by_route_template_not_raw_path(client: htt
                   method="GET", status="200") == 1
 
 
+async def test_the_mounted_facilitator_is_counted_by_its_own_routes(client: httpx.AsyncClient) -> None:
+    """The x402 facilitator is an app mounted under /x402 and built on first use: its requests are labelled with
+    its route templates (they were all "<unmatched>")."""
+    assert (await client.get("/x402/supported")).status_code == 200
+    await client.post("/x402/verify", content=b"{}", headers={"Content-Type": "application/json"})
+    text = (await client.get("/metrics")).text
+    assert sample(text, "authgate_http_requests_total", route="/x402/supported", method="GET", status="200") == 1
+    assert any(sample(text, "authgate_http_requests_total", route="/x402/verify", method="POST", status=str(code))
+               for code in (200, 400, 422))
+    assert sample(text, "authgate_http_requests_total", route="<unmatched>", method="GET", status="200") is None
+
+
 async def test_metrics_count_tokens_and_token_errors(client: httpx.AsyncClient, ctx: ServerContext) -> None:
     client_id, secret = await add_client(ctx.store, auth_method="client_secret_basic",
                                          grant_types=["client_credentials"], scope="read")

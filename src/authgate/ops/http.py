@@ -70,6 +70,12 @@ class Observed:
         endpoint = scope.get("endpoint")
         if endpoint is not None and id(endpoint) in self._cache:
             return self._cache[id(endpoint)]
+        route = scope.get("route")
+        if isinstance(route, Route):
+            # an app mounted as a whole and built later (the x402 facilitator under /x402): its own router matched a
+            # template; the mount's prefix is what root_path gained below the application's own root path
+            root, app_root = str(scope.get("root_path", "")), str(scope.get("app_root_path", ""))
+            return (root[len(app_root):] if root.startswith(app_root) else root) + route.path
         label = scope.get("state", {}).get(ROUTE_KEY)
         return label if isinstance(label, str) else UNMATCHED
 
