@@ -47,7 +47,7 @@ class Settings:
     redis_url: str = ""
     #: Start of every Redis key authgate writes: deployments (or tests) sharing one Redis keep apart by it.
     redis_prefix: str = "authgate:"
-    #: Where the registration, sign-in and AAuth rate limits count: ``memory`` (each process on its own),
+    #: Where the registration, sign-in, CIBA and AAuth rate limits count: ``memory`` (each process on its own),
     #: ``database`` (one bucket per caller for every process on the database), ``redis`` (needs ``redis_url``;
     #: the database while Redis is down), or ``auto``: Redis when ``redis_url`` is set, else the database when
     #: ``workers`` > 1 or the database is PostgreSQL, else memory.
@@ -95,6 +95,16 @@ class Settings:
     #: Serve Prometheus metrics at ``/metrics``; with ``metrics_token`` set, only to ``Bearer <token>``.
     metrics_enabled: bool = True
     metrics_token: str = ""
+
+    # -- OpenID CIBA ``/bc-authorize`` (authgate.oauth.ciba) ----------------------------------------------------
+    #: Backchannel authentication requests per minute per client: every request of a CIBA client, an unknown
+    #: ``login_hint`` included (so guessing usernames is throttled). 0 = unlimited.
+    ciba_rate_per_client: int = 30
+    #: Requests per minute naming one person, from all clients together: each one reaches the person's channels
+    #: (SMS, e-mail, webhook). 0 = unlimited.
+    ciba_rate_per_user: int = 5
+    #: Most CIBA requests one person may have open (pending, not expired) at once, from all clients. 0 = no cap.
+    ciba_max_pending_per_user: int = 10
 
     # -- approval delivery channels and one-time links (authgate.approvals.channels, .links) -------------
     #: How long a person has to decide an approval request by default, and the most a requester may ask for.
@@ -291,6 +301,9 @@ class Settings:
             raise ConfigError("default_scopes must be a subset of scopes")
         _validate_token_exchange(self)
         _validate_scale(self)
+        for name in ("ciba_rate_per_client", "ciba_rate_per_user", "ciba_max_pending_per_user"):
+            if not 0 <= getattr(self, name) <= 1_000_000:
+                raise ConfigError(f"{name} must be between 0 (no limit) and 1000000")
         if self.gateway_config and not Path(self.gateway_config).is_file():
             raise ConfigError(f"gateway_config: {self.gateway_config} is not a file")
         _validate_delivery(self)

@@ -59,6 +59,10 @@ class ServerContext:
     rate_limit_backend: str = field(init=False)
     #: Password attempts per username and address, shared by every sign-in form (sign-in page, consent page).
     login_limiter: RateLimiter = field(init=False)
+    #: OpenID CIBA ``/bc-authorize``: requests per client (``ciba_rate_per_client``) and per person named
+    #: (``ciba_rate_per_user``), per minute, shared by every process like the others (authgate.oauth.ciba).
+    ciba_client_limiter: RateLimiter = field(init=False)
+    ciba_user_limiter: RateLimiter = field(init=False)
     #: Budgets, mandates and the kill list (authgate.trust); the kill switch caches the list per process and
     #: re-reads it whenever the database's version counter moved.
     trust: TrustStore = field(init=False)
@@ -66,12 +70,16 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         self.login_limiter = RateLimiter(10, 60, self.clock)
+        self.ciba_client_limiter = RateLimiter(self.settings.ciba_rate_per_client, 60, self.clock)
+        self.ciba_user_limiter = RateLimiter(self.settings.ciba_rate_per_user, 60, self.clock)
         self.trust = TrustStore(self.store)
         self.killswitch = KillSwitch(self.trust)
         counter = self._rate_limit_counter()
         if counter is not None:
             self.login_limiter.share(counter, "login")
             self.registration_limiter.share(counter, "register")
+            self.ciba_client_limiter.share(counter, "ciba:client")
+            self.ciba_user_limiter.share(counter, "ciba:user")
             for dimension, limiter in getattr(self.aauth_guard, "limiters", {}).items():
                 limiter.share(counter, f"aauth:{dimension}")
         if self.redis is not None and self.jwks_cache is None:

@@ -23,6 +23,23 @@ Choices of this profile:
 * The first poll is due ``interval`` seconds after the authentication request. Timing is enforced only while
   the request is pending; a decided request answers at once. A denial, like an approval, ends the
   ``auth_req_id``: the next use is ``invalid_grant``.
+
+Abuse limits (every accepted request reaches the person's channels: SMS, e-mail, webhook; and with open dynamic
+registration anyone can have a CIBA client):
+
+* ``ciba_rate_per_client`` requests per minute per client, counted for every request of a client registered for
+  the grant, before the ``login_hint`` is looked up: an unknown hint (``unknown_user_id``, which CIBA §13 defines
+  and which therefore tells usernames apart) costs the same as a known one, so guessing usernames is throttled.
+* ``ciba_rate_per_user`` requests per minute naming one person, from all clients together.
+* ``ciba_max_pending_per_user`` open (pending, unexpired) CIBA requests per person, from all clients together.
+
+The per-minute counts are rate limiters (:class:`authgate.ratelimit.RateLimiter`) shared by every process
+(``rate_limit_backend``). The open-request cap is a count in the database before the request is recorded: not
+atomic, so concurrent requests may pass it by a few, within the per-user rate. Over any of them the answer is
+HTTP 429 with ``Retry-After`` and ``"error": "access_denied"``: CIBA §13 has no rate-limit code (``slow_down``
+belongs to the token endpoint) and its ``access_denied`` is the one for a request the OpenID Provider refuses
+before any user interaction; §13 pairs it with 403, but 429 says the refusal is temporary and ``Retry-After``
+says for how long. Nothing is recorded or sent for a refused request.
 """
 
 from __future__ import annotations
@@ -30,6 +47,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -44,6 +62,7 @@ from authgate.oauth.metadata import CIBA_GRANT_TYPE
 from authgate.oauth.policy import check_resource, grant_scopes, parse_scope, require_single
 from authgate.oauth.tokens import Grant, issue_tokens, new_grant_id
 from authgate.store import Artifact, Store
+from authgate.store import tables as t
 
 CIBA_REQUEST = "ciba_request"
 APPROVAL_KIND = "ciba"
@@ -66,6 +85,17 @@ class InvalidBindingMessage(OAuthError):
     """The ``binding_message`` is too long or not plain printable text (CIBA §13)."""
 
     error = "invalid_binding_message"
+
+
+class TooManyCibaRequests(OAuthError):
+    """Over a CIBA abuse limit: ``access_denied`` (CIBA §13, refused before any user interaction) with HTTP 429
+    and ``Retry-After``, since it lifts by itself (see the module docstring)."""
+
+    error = "access_denied"
+    status_code = 429
+
+    def __init__(self, retry_after: int, description: str, *, debug: str = "") -> None:
+        super().__init__(description, debug=debug, headers={"Retry-After": str(max(1, retry_after))})
 
 
 class AuthorizationPending(OAuthError):
@@ -127,12 +157,49 @@ def _scopes(ctx: ServerContext, client: Client, value: str | None) -> tuple[str,
     return grant_scopes(ctx, client, " ".join(asked))
 
 
+async def _open_requests(ctx: ServerContext, subject: str) -> tuple[int, int]:
+    """How many CIBA requests ``subject`` has pending and unexpired, and when the first of them expires."""
+    c = t.approval_requests.c
+    now = ctx.now()
+    query = (sa.select(sa.func.count(), sa.func.min(c.expires_at))
+             .where(c.subject == subject, c.kind == APPROVAL_KIND, c.status == "pending", c.expires_at > now))
+    async with ctx.store.engine.connect() as conn:
+        count, first_expiry = (await conn.execute(query)).one()
+    return int(count or 0), int(first_expiry or now)
+
+
+async def _admit_client(ctx: ServerContext, client: Client) -> None:
+    """Count the request against ``ciba_rate_per_client``, whatever its outcome (unknown users included)."""
+    wait = await ctx.ciba_client_limiter.hit(client.client_id)
+    if wait is not None:
+        raise TooManyCibaRequests(wait, f"too many backchannel authentication requests from this client; retry "
+                                        f"in {wait} seconds", debug=f"client {client.client_id} over "
+                                                                    "ciba_rate_per_client")
+
+
+async def _admit_user(ctx: ServerContext, subject: str) -> None:
+    """Count the request against ``ciba_rate_per_user``, then check ``ciba_max_pending_per_user``."""
+    wait = await ctx.ciba_user_limiter.hit(subject)
+    if wait is not None:
+        raise TooManyCibaRequests(wait, f"too many backchannel authentication requests for this user; retry in "
+                                        f"{wait} seconds", debug=f"subject {subject} over ciba_rate_per_user")
+    cap = ctx.settings.ciba_max_pending_per_user
+    if cap > 0:
+        open_requests, first_expiry = await _open_requests(ctx, subject)
+        if open_requests >= cap:
+            wait = max(1, first_expiry - ctx.now())
+            raise TooManyCibaRequests(wait, f"this user has too many open backchannel authentication requests; "
+                                            f"retry in {wait} seconds",
+                                      debug=f"subject {subject} has {open_requests} open CIBA requests")
+
+
 async def backchannel_authentication(ctx: ServerContext, client: Client, form: dict[str, str]) -> dict[str, Any]:
     """Validate a CIBA authentication request, record its approval request, and return the §7.3 response."""
     if client.is_public:  # authenticate_client(allow_public=False) already refuses; kept for direct callers
         raise UnauthorizedClient("CIBA requires a confidential client")
     if CIBA_GRANT_TYPE not in client.grant_types:
         raise UnauthorizedClient("client is not registered for the CIBA grant type")
+    await _admit_client(ctx, client)
     if "request" in form or "request_uri" in form:
         raise InvalidRequest("signed authentication requests are not supported")
     if "user_code" in form:
@@ -145,6 +212,7 @@ async def backchannel_authentication(ctx: ServerContext, client: Client, form: d
     user = await ctx.store.get_user_by_name(hint)
     if user is None:
         raise UnknownUserId("unknown user")
+    await _admit_user(ctx, user.subject)
 
     details = {"scopes": list(scopes), "resource": audience, "client_name": client.name}
     approval = await ctx.approvals.create(kind=APPROVAL_KIND, subject=user.subject, client_id=client.client_id,
