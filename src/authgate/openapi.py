@@ -393,7 +393,9 @@ def _oauth_paths() -> dict[str, Any]:
         "/bc-authorize": {"post": {
             "summary": "OpenID CIBA backchannel authentication (poll mode)", "security": [{"clientBasic": []}, {}],
             "requestBody": _form(_CIBA_FIELDS),
-            "responses": {"200": _json(_ref("CibaResponse"), "request accepted"), **client_errors}}},
+            "responses": {"200": _json(_ref("CibaResponse"), "request accepted"), **client_errors,
+                          "429": _retry_after("too many backchannel authentication requests (per client, per "
+                                              "person, or open requests of the person)")}}},
         "/introspect": {"post": {
             "summary": "Token introspection (RFC 7662)", "security": _CLIENT_AUTH,
             "requestBody": _form(("token", "token_type_hint", *_CLIENT_FIELDS)),
