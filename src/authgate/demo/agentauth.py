@@ -61,7 +61,7 @@ async def scenario_agent_auth(demo: Demo) -> None:
                                       password_hash=hash_password(secrets.token_urlsafe(16))))
     sam = await ctx.store.get_user_by_name("sam")
     assert sam is not None
-    port = free_port()
+    port = demo.journal_port or free_port()
     resource = f"http://127.0.0.1:{port}"
     entries: list[dict[str, Any]] = []
     resource_key = OKPKey.generate_key("Ed25519", parameters={"alg": "Ed25519"}, private=True)

@@ -67,6 +67,11 @@ class Demo:
     #: The AAuth scenario's orders API (resource URL) and its data, shared with the running app.
     orders_url: str = ""
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Ports of the servers that run only during their scenario (0: pick one then): the x402 facilitator and
+    #: the paid weather API ([5]), the Agent Auth journal API ([6]). Chosen up front so the header lists them.
+    facilitator_port: int = 0
+    weather_port: int = 0
+    journal_port: int = 0
 
 
 class _Trace:
@@ -382,6 +387,7 @@ async def scenario_x402_paying_agent(demo: Demo) -> None:
     from authgate.agent.x402 import PAYMENT_KEY, Budget, Wallet, X402PaymentAuth, payment_receipt
     from authgate.clock import SystemClock
     from authgate.demo.apps import weather_api
+    from authgate.trust.paywall import PaymentTrustGuard
     from authgate.x402 import localchain, wire
     from authgate.x402.chain.embedded import EmbeddedChain
     from authgate.x402.facilitator import FacilitatorClient
@@ -395,7 +401,7 @@ async def scenario_x402_paying_agent(demo: Demo) -> None:
     token = localchain.TOKEN_ADDRESS
     payee = localchain.label_address("demo-weather-payee")
     wallet = Wallet(localchain.label_key("demo-agent-wallet"))
-    fac_port, api_port = free_port(), free_port()
+    fac_port, api_port = demo.facilitator_port or free_port(), demo.weather_port or free_port()
     api_base = f"http://127.0.0.1:{api_port}"
     try:
         await chain.mint(wallet.address, 5_000_000)
@@ -412,7 +418,10 @@ async def scenario_x402_paying_agent(demo: Demo) -> None:
                f"payee {payee}: {usdc(before[1])}")
         async with serve(create_facilitator_app(facilitator), fac_port) as fac_url:
             client = FacilitatorClient(fac_url)
-            paywall = Paywall(client, base_url=api_base)
+            # The server's trust checks (kill switch) at the paywall; they also write the settled payment
+            # (x402.payment_received) into the server's audit log, so it shows in the closing audit trail.
+            guard = PaymentTrustGuard(demo.ctx.trust, SystemClock(), killswitch=demo.ctx.killswitch)
+            paywall = Paywall(client, base_url=api_base, guard=guard)
             paywall.route("/weather", price="$0.01", pay_to=payee, network=localchain.NETWORK,
                           description="Weather forecast")
             try:
@@ -465,7 +474,12 @@ async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = N
                    ) -> bool:
     from authgate.demo.apps import mcp_server, notes_api, orders_api
 
-    as_port, api_port, mcp_port, orders_port = free_port(), free_port(), free_port(), free_port()
+    ports: list[int] = []
+    while len(ports) < 7:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    as_port, api_port, mcp_port, orders_port, fac_port, weather_port, journal_port = ports
     issuer = f"http://127.0.0.1:{as_port}"
     api_url = f"http://127.0.0.1:{api_port}/notes"
     mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
@@ -488,6 +502,11 @@ async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = N
         out(f"  notes API             {api_url}   (notes:read / notes:write)")
         out(f"  MCP server (mcp SDK)  {mcp_url}   (notes:read)")
         out(f"  orders API            {orders_url}  (orders:read / orders:write)")
+        out(f"  x402 facilitator      http://127.0.0.1:{fac_port}   (/verify, /settle; embedded test chain; "
+            "during [5] only)")
+        out(f"  weather API (x402)    http://127.0.0.1:{weather_port}/weather   ($0.01 a call; during [5] only)")
+        out(f"  journal API           http://127.0.0.1:{journal_port}/journal   (Agent Auth: journal:read / "
+            "journal:write; during [6] only)")
         ctx = await build_context(settings)
         api_app, api_verifier = notes_api(issuer, api_url)
         mcp_app, mcp_verifier = mcp_server(issuer, mcp_url)
@@ -496,7 +515,8 @@ async def run_demo(out: Callable[[str], None] = print, data_dir: Path | None = N
         try:
             async with (serve(create_app(ctx), as_port), serve(api_app, api_port), serve(mcp_app, mcp_port),
                         serve(orders_app, orders_port)):
-                demo = Demo(ctx, issuer, api_url, mcp_url, report, orders_url, orders)
+                demo = Demo(ctx, issuer, api_url, mcp_url, report, orders_url, orders, facilitator_port=fac_port,
+                            weather_port=weather_port, journal_port=journal_port)
                 for scenario in SCENARIOS:
                     try:
                         await asyncio.wait_for(scenario(demo), 60)
@@ -567,4 +587,39 @@ def main(verbose: bool = False, keep_serving: bool = False) -> int:
     except ImportError:
         print("authgate demo needs the mcp extra: pip install 'authgate[server,mcp]'", file=sys.stderr)
         return 2
-    return 0 if asyncio.run(run_demo(keep_serving=keep_serving)) else 1
+    return asyncio.run(_run_until_stopped(keep_serving))
+
+
+async def _run_until_stopped(keep_serving: bool) -> int:
+    """Run the demo; SIGTERM or SIGHUP stop it the way Ctrl-C does: the demo is cancelled, so its servers stop
+    and the temporary directory (the SQLite database with the private signing keys) is removed. Their default
+    action would end the process at once and leave it behind. uvicorn's servers catch SIGTERM while they run
+    and raise it again once stopped, so this handler is reached last, after they have all shut down."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    stopped_by: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        if not stopped_by:
+            stopped_by.append(signum)
+            loop.call_soon_threadsafe(main_task.cancel)
+
+    signals = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        ok = await run_demo(keep_serving=keep_serving)
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        ok = False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped_by:
+        print(f"authgate demo: stopped by {signal.Signals(stopped_by[0]).name}; its temporary directory was removed",
+              file=sys.stderr)
+        return 128 + stopped_by[0]
+    return 0 if ok else 1
