@@ -15,7 +15,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from authgate.config import ConfigError, Settings, load_settings
@@ -45,6 +45,56 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         data_dir=getattr(args, "data_dir", None),
         **extra,
     )
+
+
+#: Usernames: what the sign-in forms and CIBA's ``login_hint`` accept (they cut at 255) and the column holds.
+MAX_USERNAME = 255
+#: Largest ``--limit`` of the listing commands, and the bounds of ``clients initial-access-token --ttl``.
+MAX_LIMIT = 10_000
+MIN_IAT_TTL, MAX_IAT_TTL = 60, 365 * 86400
+
+
+def check_username(name: str) -> str:
+    """A new account's username: 1 to 255 printable characters, no whitespace (a name with a space or a
+    control character cannot be typed reliably into a sign-in form or a ``login_hint``). ValueError otherwise."""
+    if not name or len(name) > MAX_USERNAME:
+        raise ValueError(f"a username has 1 to {MAX_USERNAME} characters")
+    if not name.isprintable() or any(c.isspace() for c in name):
+        raise ValueError("a username is printable characters without spaces")
+    return name
+
+
+def read_new_password(prompt: str, from_stdin: bool) -> str:
+    """The first line of standard input (``--password-stdin``), else asked on the terminal. ValueError when
+    there is no terminal to ask on (instead of getpass's echoing fallback and an EOFError traceback)."""
+    import warnings
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    try:
+        with warnings.catch_warnings():
+            # getpass warns, then reads standard input with echo on, when it cannot open the terminal.
+            warnings.simplefilter("error", getpass.GetPassWarning)
+            return getpass.getpass(prompt)
+    except getpass.GetPassWarning:
+        raise ValueError("no terminal to ask for the password on: pipe it in on standard input with "
+                         "--password-stdin") from None
+    except EOFError:
+        raise ValueError("no password given: type it when asked, or pipe it in with --password-stdin") from None
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high``, else the usual argparse error (exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, not {text[:40]}")
+        return value
+
+    return parse
 
 
 #: Libraries whose debug output prints SQL bound parameters or wire data (aiosqlite logs every statement with
@@ -154,11 +204,19 @@ def cmd_users(args: argparse.Namespace) -> int:
         store = await _with_store(settings)
         try:
             if args.action == "add":
+                try:
+                    check_username(args.username)
+                except ValueError as exc:
+                    print(f"authgate: {exc}", file=sys.stderr)
+                    return 2
                 if await store.get_user_by_name(args.username):
                     print(f"user {args.username!r} already exists", file=sys.stderr)
                     return 1
-                password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(
-                    f"password for {args.username}: ")
+                try:
+                    password = read_new_password(f"password for {args.username}: ", args.password_stdin)
+                except ValueError as exc:
+                    print(f"authgate: {exc}", file=sys.stderr)
+                    return 2
                 if len(password) < 8:
                     print("password must have at least 8 characters", file=sys.stderr)
                     return 2
@@ -170,6 +228,7 @@ def cmd_users(args: argparse.Namespace) -> int:
                 except ValueError as exc:
                     print(f"authgate: {exc}", file=sys.stderr)
                     return 2
+                _note_own_keys(list(attributes))
                 subject = "u_" + secrets.token_urlsafe(12)
                 await store.add_user(User(subject=subject, username=args.username,
                                           password_hash=hash_password(password), created_at=int(time.time())))
@@ -193,6 +252,7 @@ def cmd_users(args: argparse.Namespace) -> int:
                 except ValueError as exc:
                     print(f"authgate: {exc}", file=sys.stderr)
                     return 2
+                _note_own_keys(list(attributes))
                 print(f"set {len(attributes)} identity attribute(s) for {args.username}: "
                       f"{', '.join(sorted(attributes)) or 'none'}")
             elif args.action == "import":
@@ -260,6 +320,19 @@ def _attribute_pairs(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _note_own_keys(names: Sequence[str]) -> None:
+    """Say on stderr which attribute names are not the standard ones. The directory deliberately takes any name
+    of the right form as the operator's own key (docs/aauth.md, "your own keys"), so they are not refused; but a
+    misspelt ``givenname`` would otherwise be stored silently and never match an agent's ``given_name``."""
+    from authgate.aauth.normalize import KNOWN_ATTRIBUTES
+
+    own = sorted({n for n in names if n not in KNOWN_ATTRIBUTES})
+    if own:
+        what = "is not a standard attribute" if len(own) == 1 else "are not standard attributes"
+        print(f"authgate: note: {', '.join(own)} {what} ({', '.join(KNOWN_ATTRIBUTES)}): kept as custom "
+              "attribute(s), matched only when an agent submits that very name; check the spelling", file=sys.stderr)
+
+
 #: CSV columns of ``users import`` that are not identity attributes, and contact columns that are both.
 _IMPORT_ACCOUNT = ("username", "password")
 _IMPORT_CONTACT = {"email": "email", "phone": "phone_number", "phone_number": "phone_number"}
@@ -302,6 +375,7 @@ async def _import_users(store: Any, settings: Settings, path: str) -> int:
     except ValueError as exc:
         print(f"authgate: {path}: header: {exc}", file=sys.stderr)
         return 2
+    _note_own_keys([_IMPORT_CONTACT.get(c, c) for c in header if c not in _IMPORT_ACCOUNT])
     added = updated = failed = 0
     for line, row in enumerate(rows[1:], 2):
         if not any(cell.strip() for cell in row):
@@ -314,6 +388,12 @@ async def _import_users(store: Any, settings: Settings, path: str) -> int:
             password = cells.pop("password", "")
             if not username:
                 raise ValueError("username: empty")
+            user = await store.get_user_by_name(username)
+            if user is None:  # a new account; one made before the rule existed can still be updated
+                try:
+                    check_username(username)
+                except ValueError as exc:
+                    raise ValueError(f"username: {exc}") from None
             if password and len(password) < 8:
                 raise ValueError("password: must have at least 8 characters")
             attributes: dict[str, str] = {}
@@ -335,7 +415,6 @@ async def _import_users(store: Any, settings: Settings, path: str) -> int:
             print(f"line {line}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        user = await store.get_user_by_name(username)
         if user is None:
             user = User(subject="u_" + secrets.token_urlsafe(12), username=username,
                         password_hash=hash_password(password or secrets.token_urlsafe(32)),
@@ -483,8 +562,22 @@ def cmd_clients(args: argparse.Namespace) -> int:
                 print(f"removed client {args.client_id} and revoked its tokens")
             elif args.action == "add":
                 from authgate.dcr.admin import add_static_client
+                from authgate.errors import OAuthError
 
-                info = await add_static_client(store, settings, json.loads(args.metadata))
+                try:
+                    metadata = json.loads(args.metadata)
+                except ValueError as exc:  # JSONDecodeError, or a number too long to convert
+                    print(f"authgate: client metadata is not JSON: {exc}", file=sys.stderr)
+                    return 2
+                if not isinstance(metadata, dict):
+                    print('authgate: client metadata must be a JSON object, e.g. \'{"client_name":"rs",'
+                          '"grant_types":["client_credentials"]}\'', file=sys.stderr)
+                    return 2
+                try:
+                    info = await add_static_client(store, settings, metadata)
+                except OAuthError as exc:  # invalid_client_metadata, invalid_redirect_uri, ...
+                    print(f"authgate: {exc.error}: {exc.description or 'refused'}", file=sys.stderr)
+                    return 2
                 print(json.dumps(info, indent=2))
             elif args.action == "initial-access-token":
                 from authgate.dcr.initial_access import issue_initial_access_token
@@ -681,7 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst = approvals.add_parser("list", help="pending requests (--all: every state)")
     _server_args(lst)
     lst.add_argument("--all", action="store_true", help="include approved, denied and expired requests")
-    lst.add_argument("--limit", type=int, default=100)
+    lst.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=100,
+                     help=f"at most this many, 1 to {MAX_LIMIT} (default 100)")
     for action in ("approve", "deny"):
         dec = approvals.add_parser(action, help=f"{action} a pending request as the operator")
         _server_args(dec)
@@ -715,13 +809,15 @@ def build_parser() -> argparse.ArgumentParser:
                                        '["client_credentials"]}\'')
     iat = clients.add_parser("initial-access-token", help="issue a token that allows one (or more) registrations")
     _server_args(iat)
-    iat.add_argument("--ttl", type=int, default=86400)
+    iat.add_argument("--ttl", type=bounded_int(MIN_IAT_TTL, MAX_IAT_TTL), default=86400,
+                     help=f"seconds the token stays valid, {MIN_IAT_TTL} to {MAX_IAT_TTL} (a year); default a day")
     iat.add_argument("--single-use", action="store_true")
     p.set_defaults(func=cmd_clients)
 
     p = sub.add_parser("audit", help="print the latest audit events (grants, denials, registrations), oldest first")
     _server_args(p)
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=50,
+                   help=f"how many of the latest events, 1 to {MAX_LIMIT} (default 50)")
     p.set_defaults(func=cmd_audit)
 
     from authgate.trust.cli import add_parsers as add_trust_parsers
@@ -737,12 +833,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_facilitator)
 
     p = sub.add_parser("payments", help="x402 payments settled by the facilitator")
+    _server_args(p)
     payments = p.add_subparsers(dest="action", required=True)
     plist = payments.add_parser("list", help="latest payments first")
     _server_args(plist)
     plist.add_argument("--status", choices=["pending", "submitted", "settled", "failed"])
     plist.add_argument("--payer", help="payer address (any case)")
-    plist.add_argument("--limit", type=int, default=100)
+    plist.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=100,
+                       help=f"at most this many, 1 to {MAX_LIMIT} (default 100)")
     plist.add_argument("--json", action="store_true", help="one JSON array instead of tab-separated lines")
     p.set_defaults(func=cmd_payments)
 

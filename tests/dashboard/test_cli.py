@@ -41,3 +41,12 @@ def test_admins_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, "users", *d, "list")[1].count("admin") == 1
     events = [name for name, _ in _admin_events(tmp_path)]
     assert events == ["admin.granted", "admin.granted", "admin.revoked"]
+
+
+def test_admins_add_refuses_unusable_usernames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    for name, message in (("root admin", "a username is printable characters without spaces"),
+                          ("r" * 256, "a username has 1 to 255 characters")):
+        code, out, err = run_cli(capsys, "admins", *d, "add", name, "--password-stdin", stdin="a long passphrase\n")
+        assert (code, out) == (2, "") and err == f"authgate: {message}\n"
+    assert run_cli(capsys, "admins", *d, "list")[1] == ""

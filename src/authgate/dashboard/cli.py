@@ -10,7 +10,6 @@ is shared by every process and takes effect on the next request (the dashboard c
 from __future__ import annotations
 
 import argparse
-import getpass
 import secrets
 import sys
 from collections.abc import Callable
@@ -56,8 +55,14 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
             print(f"{name} is no longer an operator")
             return 0
         if user is None:
-            password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
-                        else getpass.getpass(f"new password for operator {name}: "))
+            from authgate.cli import check_username, read_new_password
+
+            try:
+                check_username(args.username)
+                password = read_new_password(f"new password for operator {name}: ", args.password_stdin)
+            except ValueError as exc:
+                print(f"authgate: {exc}", file=sys.stderr)
+                return 2
             if len(password) < MIN_PASSWORD:
                 print(f"an operator's password must have at least {MIN_PASSWORD} characters", file=sys.stderr)
                 return 2
