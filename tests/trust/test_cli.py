@@ -141,6 +141,8 @@ def test_mandates_issue_list_revoke(cli: Any, tmp_path: Path) -> None:
     ({"--cap": "0"}, 2, "refused: cap amount must be a positive integer of atomic units"),
     ({"--ttl": str(31 * 86400)}, 2, "refused: --ttl: 60 to 2592000 seconds (30 days)"),
     ({"--ttl": "10"}, 2, "--ttl: 60 to"),
+    ({"--ttl": "-5"}, 2, "--ttl: 60 to"),  # would be an already expired mandate
+    ({"--ttl": "0"}, 2, "--ttl: 60 to"),
     ({"--agent": "a" * 301}, 2, "refused: agent id: 1 to 300 characters"),
 ])
 def test_mandates_bad_input(cli: Any, change: dict[str, str], code: int, message: str) -> None:
@@ -189,7 +191,89 @@ def test_attestations_issue(cli: Any, tmp_path: Path) -> None:
     (("--claim", "bad name=1"), "expected name=value"),
     (("--claim", "a=1", "--claim", "a=2"), "refused: --claim 'a' given twice"),
     (("--claim", "a=1", "--ttl", "5"), "refused: --ttl: 60 to 31536000 seconds (a year)"),
+    (("--claim", "a=1", "--ttl", "-1"), "refused: --ttl: 60 to 31536000 seconds (a year)"),
+    (("--claim", "a=1", "--ttl", str(366 * 86400)), "refused: --ttl: 60 to 31536000 seconds (a year)"),
 ])
 def test_attestations_bad_input(cli: Any, args: tuple[str, ...], message: str) -> None:
     code, out, err = cli("attestations", "issue", "--agent", PAYER, *args)
     assert (code, out) == (2, "") and message in err
+
+
+@pytest.mark.parametrize("command", ["budgets", "mandates", "payments"])
+def test_common_options_before_the_action(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """``authgate budgets --data-dir D list`` works as ``clients --data-dir D list`` does (docs/server.md), and
+    means the same as the options after the action."""
+    d = ["--data-dir", str(tmp_path)]
+    before = run_cli(capsys, command, *d, "list")
+    after = run_cli(capsys, command, "list", *d)
+    assert before[0] == 0 and before == after
+    assert (tmp_path / "authgate.db").exists()
+    config = tmp_path / "authgate.toml"
+    config.write_text(f'data_dir = "{tmp_path / "other"}"\n')
+    assert run_cli(capsys, command, "--config", str(config), "list")[0] == 0
+    assert (tmp_path / "other" / "authgate.db").exists()
+
+
+def test_attestations_common_options_before_the_action(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "attestations", "--data-dir", str(tmp_path), "issue", "--agent", PAYER,
+                             "--claim", "kyc=passed")
+    assert code == 0 and out.count(".") == 2, err
+    assert (tmp_path / "authgate.db").exists()
+
+
+@pytest.mark.parametrize("command", ["budgets", "mandates", "attestations", "payments", "clients", "kill"])
+def test_top_level_help_lists_the_common_options(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_cli(capsys, command, "--help")
+    out = capsys.readouterr().out
+    assert exited.value.code == 0
+    for option in ("--config CONFIG", "--data-dir DATA_DIR", "--database-url DATABASE_URL"):
+        assert option in out, (command, option)
+
+
+def _kill_list(tmp_path: Path) -> list[tuple[str, str]]:
+    async def work(store: Store) -> list[tuple[str, str]]:
+        return [(k.kind, k.ident) for k in await TrustStore(store).kills()]
+
+    return list(_read(tmp_path, work))
+
+
+def test_kill_warns_about_ids_not_known_here_and_still_kills(cli: Any, tmp_path: Path) -> None:
+    """A pre-emptive kill is allowed (another server's client or agent, a payer address not seen yet; the
+    command's help says so), but an id not known here is named on stderr, so a typo does not pass silently."""
+    code, out, err = cli("kill", "client", "nonexistent-client")
+    assert code == 0 and out == "kill: client nonexistent-client\n"
+    assert err == "warning: no client 'nonexistent-client' is registered here; killed anyway (pre-emptive kill)\n"
+    code, out, err = cli("kill", "agent", "aauth:ghost@elsewhere.example")
+    assert code == 0 and "warning: no agent 'aauth:ghost@elsewhere.example' is enrolled or registered here" in err
+    subject = _read(tmp_path, lambda s: s.get_user_by_name("alice")).subject
+    code, out, err = cli("kill", "user", "u_nobody")
+    assert code == 0 and "warning: no user with subject 'u_nobody' is known here" in err
+    assert _kill_list(tmp_path) == [("client", "nonexistent-client"), ("agent", "aauth:ghost@elsewhere.example"),
+                                    ("user", "u_nobody")]
+    # Known ids, a payer address and a client ID metadata document URL: no warning.
+    for kind, ident in (("user", subject), ("agent", PAYER), ("client", "https://app.example/client.json")):
+        code, out, err = cli("kill", kind, ident)
+        assert (code, err) == (0, ""), (kind, ident, err)
+    added = json.loads(cli("clients", "add", '{"client_name": "rs", "grant_types": ["client_credentials"]}')[1])
+    for kind in ("client", "agent"):  # an OAuth client is also an agent the kill list knows
+        code, out, err = cli("kill", kind, added["client_id"])
+        assert (code, err) == (0, ""), (kind, err)
+
+
+def test_kill_user_refuses_a_username(cli: Any, tmp_path: Path) -> None:
+    """The kill list holds user subjects: ``kill user alice`` would never match anything, so it is refused with
+    the subject to give."""
+    subject = _read(tmp_path, lambda s: s.get_user_by_name("alice")).subject
+    code, out, err = cli("kill", "user", "alice")
+    assert (code, out) == (2, "")
+    assert err == f"refused: 'alice' is a username; the kill switch takes the user's subject: authgate kill user " \
+                  f"{subject}\n"
+    assert _kill_list(tmp_path) == []
+
+
+def test_kill_help_documents_pre_emptive_kills(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "kill", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "is still killed, in advance, with a warning on stderr" in out and "a username is refused" in out

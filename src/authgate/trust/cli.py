@@ -1,7 +1,9 @@
 """``authgate kill|revive|budgets|mandates|attestations``: the operator's side of trust and control.
 
 - ``kill agent|client|user ID [--reason …]`` / ``revive agent|client|user ID`` / ``kill --list``: the kill
-  switch (seen by every server process sharing the database on its next request; audited).
+  switch (seen by every server process sharing the database on its next request; audited). An id not known
+  here is still killed (pre-emptively: another server's client or agent, a payer address not seen yet), with a
+  warning on stderr; a username given for ``user`` is refused with the user's subject to give instead.
 - ``budgets set AGENT [--per-request N] [--per-day N] [--per-payee-day N] [--approver USERNAME]``, ``list``,
   ``remove AGENT``: amounts in atomic units of the asset; a payer address is stored lower-case (as payments
   are keyed).
@@ -57,6 +59,30 @@ def _agent(value: str) -> str:
     return value.lower() if _ADDRESS.match(value) else value
 
 
+async def _kill_target(ctx: Any, kind: str, ident: str) -> tuple[str | None, str | None]:
+    """(refusal, warning) for ``kill KIND ID``. An id not known here may be killed pre-emptively (another
+    server's client or agent, a payer address, a client metadata document URL: the kill applies when it shows
+    up), with a warning, so a typo does not pass silently; a username given for ``user`` is refused, as the
+    kill list holds subjects and the kill would never match."""
+    store = ctx.store
+    if kind == w.KILL_USER:
+        if await store.get_user(ident) is not None:
+            return None, None
+        named = await store.get_user_by_name(ident) if len(ident) <= 255 else None
+        if named is not None:
+            return (f"{ident!r} is a username; the kill switch takes the user's subject: authgate kill user "
+                    f"{named.subject}"), None
+        return None, f"no user with subject {ident!r} is known here; killed anyway (pre-emptive kill)"
+    if kind == w.KILL_CLIENT:
+        if ident.startswith("https://") or await store.get_client(ident) is not None:
+            return None, None  # registered, or a client ID metadata document URL (never registered)
+        return None, f"no client {ident!r} is registered here; killed anyway (pre-emptive kill)"
+    if (_ADDRESS.match(ident) or await store.agentauth.get_agent(ident) is not None
+            or await ctx.trust.agent_owner(ident) is not None or await store.get_client(ident) is not None):
+        return None, None  # a payer address, an agent enrolled here (id or key thumbprint URN), a client
+    return None, f"no agent {ident!r} is enrolled or registered here; killed anyway (pre-emptive kill)"
+
+
 async def run(args: argparse.Namespace, settings: Any) -> int:
     from authgate.app import build_context
     from authgate.trust import mandates
@@ -74,6 +100,12 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
                 print("give KIND and ID", file=sys.stderr)
                 return 2
             if args.command == "kill":
+                refusal, warning = await _kill_target(ctx, args.kind, args.ident)
+                if refusal:
+                    print(f"refused: {refusal}", file=sys.stderr)
+                    return 2
+                if warning:
+                    print(f"warning: {warning}", file=sys.stderr)
                 done = await switch.kill(args.kind, args.ident, by="cli", reason=args.reason)
             else:
                 done = await switch.revive(args.kind, args.ident, by="cli")
@@ -147,13 +179,17 @@ def add_parsers(sub: Any, server_args: Callable[[argparse.ArgumentParser], None]
         p = sub.add_parser(name, help=text)
         server_args(p)
         p.add_argument("kind", nargs="?", choices=w.KILL_KINDS)
-        p.add_argument("ident", nargs="?", help="agent id / payer address, client_id, or user subject")
+        p.add_argument("ident", nargs="?", help="agent id / payer address, client_id, or user subject" + (
+            "; an id not known here (another server's client or agent, a payer address not seen yet) is still "
+            "killed, in advance, with a warning on stderr; a username is refused: give the subject (users list)"
+            if name == "kill" else ""))
         if name == "kill":
             p.add_argument("--reason")
             p.add_argument("--list", action="store_true", help="show the kill list")
         p.set_defaults(func=func)
 
     p = sub.add_parser("budgets", help="spend limits per agent (payments it makes to us)")
+    server_args(p)
     actions = p.add_subparsers(dest="action", required=True)
     s = actions.add_parser("set")
     s.add_argument("agent")
@@ -168,6 +204,7 @@ def add_parsers(sub: Any, server_args: Callable[[argparse.ArgumentParser], None]
     p.set_defaults(func=func)
 
     p = sub.add_parser("mandates", help="signed spending mandates for agents")
+    server_args(p)
     actions = p.add_subparsers(dest="action", required=True)
     i = actions.add_parser("issue")
     i.add_argument("--user", required=True)
@@ -177,7 +214,8 @@ def add_parsers(sub: Any, server_args: Callable[[argparse.ArgumentParser], None]
     i.add_argument("--cap", type=int, required=True, help="atomic units per period")
     i.add_argument("--period", choices=w.PERIODS, default="day")
     i.add_argument("--asset")
-    i.add_argument("--ttl", type=int, default=86400)
+    i.add_argument("--ttl", type=int, default=86400,
+                   help="seconds the mandate is valid, 60 to 30 days (default a day)")
     actions.add_parser("list").add_argument("--user")
     actions.add_parser("revoke").add_argument("jti")
     for each in actions.choices.values():
@@ -185,10 +223,12 @@ def add_parsers(sub: Any, server_args: Callable[[argparse.ArgumentParser], None]
     p.set_defaults(func=func)
 
     p = sub.add_parser("attestations", help="attestations signed by this server")
+    server_args(p)
     actions = p.add_subparsers(dest="action", required=True)
     a = actions.add_parser("issue")
     a.add_argument("--agent", required=True)
     a.add_argument("--claim", action="append", default=[], help="name=value (true/false become booleans)")
-    a.add_argument("--ttl", type=int, default=3600)
+    a.add_argument("--ttl", type=int, default=3600,
+                   help="seconds the attestation is valid, 60 to a year (default 3600)")
     server_args(a)
     p.set_defaults(func=func)
