@@ -700,6 +700,9 @@ def cmd_devchain(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"authgate devchain: {exc}", file=sys.stderr)
             return 2
+    if not 1 <= args.port <= 65535:
+        print(f"authgate devchain: --port must be between 1 and 65535, got {args.port}", file=sys.stderr)
+        return 2
     if args.block_time is not None and not MIN_BLOCK_TIME <= args.block_time <= MAX_BLOCK_TIME:
         print(f"authgate devchain: --block-time must be between {MIN_BLOCK_TIME:g} and {MAX_BLOCK_TIME:g} seconds",
               file=sys.stderr)

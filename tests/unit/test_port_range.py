@@ -115,3 +115,19 @@ def test_a_malformed_gateway_port_variable_is_a_usage_error_of_the_gateway_only(
     assert exit_.value.code == 2
     assert "argument --port: invalid int value: 'eighty'" in capsys.readouterr().err
     assert main(["gateway", "--config", str(path), "--port", "8080", "--check"]) == 0
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "0"])
+def test_devchain_refuses_a_bad_port_before_starting(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch, port: str) -> None:
+    import authgate.x402.chain.devchain as devchain
+
+    started: list[int] = []
+
+    async def serve(host: str, port: int, *args: object, **kwargs: object) -> None:
+        started.append(port)
+
+    monkeypatch.setattr(devchain, "serve", serve)
+    assert main(["devchain", "--port", port]) == 2
+    assert capsys.readouterr().err == f"authgate devchain: --port must be between 1 and 65535, got {port}\n"
+    assert main(["devchain", "--port", "8545"]) == 0 and started == [8545]
