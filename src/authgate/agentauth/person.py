@@ -7,7 +7,8 @@ person here (``403 user_unreachable``).
 ``POST /agentauth/auth-token`` (signed by the agent with its agent token; body covered by Content-Digest):
 resource token (``aud`` = us, ``agent_jkt`` = the signer's key, signature by the resource's published key) →
 presented token (one we issued for that resource, bound to the same key, ``jti`` = ``presented_jti``, same
-``sub`` and ``ps``) → consent (:mod:`authgate.agentauth.consent`): remembered low-risk scopes → ``200`` with
+``sub`` and ``ps``) → consent (:mod:`authgate.agentauth.consent`; each scope's level is the higher of our
+``agentauth_scope_risk`` and the resource's signed ``scope_risk`` claim): remembered low-risk scopes → ``200`` with
 an ``aa-auth+jwt``; anything else → an ``agentauth_consent`` approval request for the person and ``202`` with
 ``requirement=approval`` when a channel reaches the person out of band, else ``requirement=interaction``
 (``url`` + ``code``: the person opens the URL, signs in and decides there) if the agent declared that
@@ -29,7 +30,7 @@ from authgate.agentauth import consent, wire
 from authgate.agentauth.errors import Problem, TokenProblem
 from authgate.agentauth.server import AgentAuthServer, endpoint, read_limited
 from authgate.agentauth.signing import Caller, parse_json_object
-from authgate.agentauth.tokens import Verified, base_claims, is_server_identifier, verify_token
+from authgate.agentauth.tokens import Verified, base_claims, is_server_identifier, parse_scope_risk, verify_token
 from authgate.crypto.hashing import token_hash
 from authgate.httputil import json_response
 from authgate.store.agentauth import AgentRecord
@@ -189,10 +190,17 @@ class PersonServer:
             amount = consent.parse_amount(raw_amount)
         except ValueError as exc:
             raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token's amount is malformed") from exc
-        decision = consent.decide(srv.settings, resource, scopes, remembered, amount)
+        # authgate profile: the resource owner's levels, from the signed resource token only (never the body)
+        try:
+            declared = parse_scope_risk(rt.claims.get(wire.CLAIM_SCOPE_RISK), scopes)
+        except ValueError as exc:
+            raise Problem(400, wire.E_INVALID_RESOURCE_TOKEN, "the resource token's scope_risk is malformed",
+                          debug=str(exc)) from exc
+        decision = consent.decide(srv.settings, resource, scopes, remembered, amount, declared)
         limit = min(int(caller.claims["exp"]), int(presented.claims["exp"]))
         audit = {"resource": resource, "scopes": scopes, "reason": decision.reason, "high_risk": list(decision.high),
-                 "amount": raw_amount}
+                 "amount": raw_amount, "risk_source": dict(decision.sources),
+                 **({"resource_risk": declared} if declared else {})}
         if decision.grant_now:
             await self.store.audit("agentauth.consent_granted", client_id=agent.agent_id, subject=agent.owner,
                                    **audit)
@@ -220,6 +228,7 @@ class PersonServer:
             kind=APPROVAL_KIND, subject=agent.owner, client_id=agent.agent_id, ttl=ttl, reason=reason,
             details={"agent": agent.agent_id, "agent_name": agent.name, "resource": resource, "scopes": scopes,
                      "high_risk_scopes": list(decision.high), "why_asked": decision.reason,
+                     **({"high_risk_set_by_resource": list(decision.raised)} if decision.raised else {}),
                      **({"amount": str(amount[0]), "currency": amount[1]} if amount else {})},
             notify=out_of_band)
         await self.store.audit("agentauth.consent_asked", client_id=agent.agent_id, subject=agent.owner, **audit,
@@ -227,7 +236,7 @@ class PersonServer:
         handle = secrets.token_urlsafe(32)
         payload = {"approval": approval.id, "agent_id": agent.agent_id, "jkt": caller.jkt, "jwk": caller.jwk,
                    "resource": resource, "sub": rt.claims["sub"], "scopes": scopes, "low": list(decision.low),
-                   "limit": limit, "amount": raw_amount}
+                   "limit": limit, "amount": raw_amount, "risk_source": dict(decision.sources)}
         code = None
         if not out_of_band:
             code = interaction_code()
@@ -268,7 +277,8 @@ class PersonServer:
             raise Problem(410, "invalid_code", "the result was already collected")
         p = art.payload
         agent = await self.store.agentauth.get_agent(p["agent_id"])
-        audit = {"resource": p["resource"], "scopes": p["scopes"], "approval": approval_id}
+        audit = {"resource": p["resource"], "scopes": p["scopes"], "approval": approval_id,
+                 "risk_source": p.get("risk_source", {})}
         if current.status == "expired":
             await self.store.audit("agentauth.consent_expired", client_id=p["agent_id"], **audit)
             raise Problem(408, wire.E_EXPIRED, "the person did not decide in time")

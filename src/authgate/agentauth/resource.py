@@ -3,7 +3,8 @@
     app = AgentAuthResource(api, resource_id="https://api.example", signer=Signer(kid, key),
                             trusted_person_servers=["https://ps.example"],
                             rules=[require("/notes/*", "agent"), require("/orders/*", "auth", "orders:write")],
-                            scope_descriptions={"orders:write": "Place orders"})
+                            scope_descriptions={"orders:write": "Place orders"},
+                            scope_risk={"orders:write": "high"})
 
 Per matched rule, in order: no signature at all → ``401 requirement=agent-token``; the signed request is verified
 (:func:`authgate.agentauth.signing.verify_signed`: signature headers, covered components, ``created`` window,
@@ -17,8 +18,14 @@ set needed, bound to the signer's key thumbprint and to the presented token's ``
 ``requirement=person-token``, since a resource token needs a verified person first). Verified claims go to
 ``scope["state"]["agentauth"]``.
 
-Serves ``/.well-known/aauth-resource.json`` (``issuer``, ``jwks_uri``, ``scope_descriptions``, ``access_mode``,
-``signature_window``) and its JWKS. Issuer documents are fetched through the SSRF-guarded
+Risk (authgate profile extension, unknown to other implementations, which ignore it): ``scope_risk`` is the
+resource owner's level per scope (``low`` / ``high``). It is published in the metadata next to the scope
+descriptions and carried, for the scopes a challenge asks for, in the resource token (claim ``scope_risk``): our
+person server takes the higher of it and its own level, so a resource can make a scope ask the person every time
+but never lower what the person server's operator set.
+
+Serves ``/.well-known/aauth-resource.json`` (``issuer``, ``jwks_uri``, ``scope_descriptions``, ``scope_risk`` when
+set, ``access_mode``, ``signature_window``) and its JWKS. Issuer documents are fetched through the SSRF-guarded
 :class:`authgate.net.Fetcher` unless ``fetch_json`` replaces it (agent tokens may name any provider;
 ``trusted_agent_providers`` narrows that). The ``@authority`` is checked against ``canonical_authorities`` (behind a
 TLS-terminating proxy list the public host); ``X-Forwarded-*`` is never read. Imports nothing of the server.
@@ -56,7 +63,15 @@ from authgate.agentauth.signing import (
     verify_server_signed,
     verify_signed,
 )
-from authgate.agentauth.tokens import PublicKey, Signer, base_claims, parse_amount, public_jwk, scopes_of
+from authgate.agentauth.tokens import (
+    PublicKey,
+    Signer,
+    base_claims,
+    check_scope_risk,
+    parse_amount,
+    public_jwk,
+    scopes_of,
+)
 from authgate.crypto.httpsig import SignatureError
 from authgate.net.fetch import Fetcher
 from authgate.ops.decisions import Tally, outcome_of
@@ -107,7 +122,8 @@ class AgentAuthResource:
                  replay: ReplayCache | None = None, clock: Callable[[], float] = time.time, window: int = 60,
                  resource_token_ttl: int = 300, allow_http_loopback: bool = False,
                  is_revoked: Callable[[str, str], Any] | None = None, metrics: Metrics | None = None,
-                 trusted_servers: Mapping[str, Iterable[str]] | None = None, fetcher: Fetcher | None = None) -> None:
+                 trusted_servers: Mapping[str, Iterable[str]] | None = None, fetcher: Fetcher | None = None,
+                 scope_risk: Mapping[str, str] | None = None) -> None:
         self.app = app
         #: Where this middleware's decisions are counted (``authgate_access_decisions``); None: nowhere. Calls
         #: of :meth:`check` by another middleware (the policy middleware) are that middleware's to count.
@@ -117,6 +133,8 @@ class AgentAuthResource:
         self.rules = list(rules)
         self.trusted = frozenset(trusted_person_servers)
         self.scope_descriptions = dict(scope_descriptions or {})
+        #: The resource owner's risk level per scope (authgate profile): ``low`` / ``high``; ValueError otherwise.
+        self.scope_risk = check_scope_risk(scope_risk or {})
         self.canonical = tuple(canonical_authorities) or (resource_id.split("://", 1)[1],)
         self.replay = replay
         self.clock = clock
@@ -139,11 +157,14 @@ class AgentAuthResource:
     # -- documents ----------------------------------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
-        return {"issuer": self.resource_id, "jwks_uri": self.resource_id + JWKS_PATH, "access_mode": "auth-token",
-                "scope_descriptions": self.scope_descriptions, "signature_window": self.window,
-                # a request with a body must cover it (httpsig refuses an uncovered body)
-                "additional_signature_components": ["content-digest"],
-                "accept_signature_algs": list(wire.ACCEPTED_ALGS)}
+        doc = {"issuer": self.resource_id, "jwks_uri": self.resource_id + JWKS_PATH, "access_mode": "auth-token",
+               "scope_descriptions": self.scope_descriptions, "signature_window": self.window,
+               # a request with a body must cover it (httpsig refuses an uncovered body)
+               "additional_signature_components": ["content-digest"],
+               "accept_signature_algs": list(wire.ACCEPTED_ALGS)}
+        if self.scope_risk:  # authgate profile: what the person server will find in our resource tokens
+            doc[wire.META_SCOPE_RISK] = dict(self.scope_risk)
+        return doc
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [{**public_jwk(self.signer.key), "kid": self.signer.kid, "use": "sig"}]}
@@ -291,6 +312,9 @@ class AgentAuthResource:
                 out[name] = claims[name]
         if amount is not None:
             out["amount"] = dict(amount)
+        risk = {s: self.scope_risk[s] for s in dict.fromkeys(scopes) if s in self.scope_risk}
+        if risk:  # authgate profile: signed, so only this resource's owner can raise a scope's risk
+            out[wire.CLAIM_SCOPE_RISK] = risk
         return self.signer.sign(wire.TYP_RESOURCE, out)
 
 

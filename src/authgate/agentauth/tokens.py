@@ -310,6 +310,43 @@ def parse_amount(value: Any) -> tuple[Decimal, str] | None:
     return Decimal(number), currency
 
 
+#: An RFC 6749 scope-token, as the person server accepts it in a resource token's ``scope``.
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
+MAX_SCOPE_RISK = 64
+_LEVEL = re.compile(r"^[\x21-\x7e]{1,32}$")
+
+
+def check_scope_risk(value: Mapping[str, Any]) -> dict[str, str]:
+    """A resource owner's risk declaration (authgate profile; ``AgentAuthResource(scope_risk=...)``): each scope
+    (an RFC 6749 scope-token) → ``"low"`` or ``"high"``. ValueError naming the first bad entry."""
+    if not isinstance(value, Mapping):
+        raise ValueError("scope_risk must map scopes to low or high")
+    if len(value) > MAX_SCOPE_RISK:
+        raise ValueError(f"scope_risk: at most {MAX_SCOPE_RISK} scopes")
+    out: dict[str, str] = {}
+    for scope, level in value.items():
+        if not isinstance(scope, str) or not _SCOPE_TOKEN.match(scope):
+            raise ValueError(f"scope_risk: {scope!r} is not a scope")
+        if level not in wire.RISK_LEVELS:
+            raise ValueError(f"scope_risk[{scope!r}] must be {' or '.join(wire.RISK_LEVELS)}, not {level!r}")
+        out[scope] = level
+    return out
+
+
+def parse_scope_risk(value: Any, scopes: Iterable[str]) -> dict[str, str]:
+    """The authgate-profile ``scope_risk`` claim of a verified resource token as ``{scope: level}`` for the
+    requested ``scopes`` (entries for other scopes are ignored); ``{}`` when absent. ValueError when it is not a
+    JSON object of short strings. A level is returned as written, an unknown one included: the person server
+    ranks it (:func:`authgate.agentauth.consent.combine` counts an unknown level as high)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_SCOPE_RISK:
+        raise ValueError("scope_risk must be an object of at most 64 scopes")
+    if not all(isinstance(k, str) and isinstance(v, str) and _LEVEL.match(v) for k, v in value.items()):
+        raise ValueError("scope_risk must map scopes to level names")
+    return {s: value[s] for s in dict.fromkeys(scopes) if s in value}
+
+
 def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
     value = claims.get("scope")
     return frozenset(value.split()) if isinstance(value, str) else frozenset()

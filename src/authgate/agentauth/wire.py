@@ -36,6 +36,17 @@ ALG_ED25519 = "Ed25519"
 ALG_ES256 = "ES256"
 ACCEPTED_ALGS = (ALG_ED25519, ALG_ES256)
 
+# -- authgate profile extensions (unknown to other implementations, which ignore them) ------------------------
+#: Resource metadata member and resource-token claim: the resource owner's risk level per scope,
+#: ``{"orders:write": "high"}``. The person server takes the higher of this and its own level for the scope
+#: (a resource can raise, never lower, what the person server's operator set); only the signed claim counts.
+CLAIM_SCOPE_RISK = "scope_risk"
+META_SCOPE_RISK = "scope_risk"
+RISK_LOW = "low"
+RISK_HIGH = "high"
+#: The levels, lowest first.
+RISK_LEVELS = (RISK_LOW, RISK_HIGH)
+
 # -- headers ------------------------------------------------------------------------------------------------
 H_REQUIREMENT = "AAuth-Requirement"
 H_SIGNATURE_ERROR = "Signature-Error"

@@ -22,6 +22,7 @@ One TOML file holds the gateway's own sections and the route policy (:mod:`authg
     signing_key_file = "resource-key.json"    # private Ed25519 JWK signing resource tokens (default: ephemeral)
     trusted_person_servers = ["https://auth.example.com"]
     trusted_agent_providers = ["https://auth.example.com"]   # optional: default, agents of any provider
+    scope_risk = { "orders:write" = "high" }  # optional: asks the person every time (authgate profile)
 
     [x402]                                    # for x402 alternatives
     facilitator_url = "https://auth.example.com/x402"
@@ -88,7 +89,7 @@ _GATEWAY_KEYS = {"upstream": str, "public_url": str, "identity": str, "identity_
                  "read_timeout": (int, float), "max_connections": int}
 _OAUTH_KEYS = {"issuer": str, "jwks_uri": str, "resource_name": str, "resource_documentation": str}
 _AGENTAUTH_KEYS = {"signing_key_file": str, "trusted_person_servers": list, "trusted_agent_providers": list,
-                   "allow_http_loopback": bool, "signature_window": int}
+                   "allow_http_loopback": bool, "signature_window": int, "scope_risk": dict}
 #: Tokens whose signature the gateway remembers having verified (LRU; see JWTVerifier.verified_cache).
 VERIFIED_CACHE = 4096
 _X402_KEYS = {"facilitator_url": str, "facilitator_token_env": str, "timeout": (int, float)}
@@ -186,6 +187,13 @@ def gateway_config_from_dict(data: Mapping[str, Any], *, source: str = "<gateway
             raise PolicyError(f"{source}: [x402]: facilitator_url: required, an absolute http(s) URL")
         token_env = x402.get("facilitator_token_env")
         x402["token"] = env.get(token_env) if token_env else None
+    if agentauth is not None and "scope_risk" in agentauth:
+        from authgate.agentauth.tokens import check_scope_risk
+
+        try:
+            agentauth["scope_risk"] = check_scope_risk(agentauth["scope_risk"])
+        except ValueError as exc:
+            raise PolicyError(f"{source}: [agentauth]: {exc}") from None
     if agentauth is not None and "signing_key_file" in agentauth and base_dir is not None:
         p = Path(agentauth["signing_key_file"])
         agentauth["signing_key_file"] = str(p if p.is_absolute() else base_dir / p)
@@ -375,7 +383,8 @@ def _assemble(config: GatewayConfig, shared: Shared, *, upstream_transport: http
             fetch_json=httpx_fetcher(http) if http_transport is not None else None,
             trusted_agent_providers=config.agentauth.get("trusted_agent_providers"),
             trusted_person_servers=config.agentauth.get("trusted_person_servers", ()),
-            scope_descriptions=dict(policy.scope_descriptions), replay=_replay_cache(shared, server, database),
+            scope_descriptions=dict(policy.scope_descriptions), scope_risk=config.agentauth.get("scope_risk"),
+            replay=_replay_cache(shared, server, database),
             clock=clock, window=config.agentauth.get("signature_window", 60),
             allow_http_loopback=config.agentauth.get("allow_http_loopback", False))
     if config.x402 is not None:
