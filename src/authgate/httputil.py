@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,6 +22,28 @@ from authgate.errors import NO_STORE, InvalidRequest, OAuthError, RequestTooLarg
 MAX_FORM_BYTES = 16 * 1024
 MAX_JSON_BYTES = 64 * 1024
 MAX_PARAMS = 64
+#: Deepest nesting of arrays and objects a JSON body may have (client metadata with a JWKS is 4 deep).
+MAX_JSON_DEPTH = 64
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``text`` nests arrays/objects deeper than ``limit``, judged before parsing. The interpreter's
+    recursion limit is no bound to rely on: importing py-evm (the x402 chain) raises it to 12,288, after which
+    ``json.loads`` would accept a 64 KiB body nested thousands deep. Brackets inside strings do not count."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -89,7 +112,10 @@ async def read_json_object(request: Request, limit: int = MAX_JSON_BYTES, error:
     try:
         # UTF-8 only (RFC 8259 §8.1); NaN and Infinity refused; lone surrogates (\ud800) cannot be stored or
         # echoed back as UTF-8, so they are refused here rather than failing later with a 500.
-        value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        text = body.decode("utf-8")
+        if json_nesting_exceeds(text):
+            raise RecursionError
+        value = json.loads(text, parse_constant=_no_constant)
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (UnicodeError, ValueError) as exc:
         raise error("body is not valid JSON") from exc

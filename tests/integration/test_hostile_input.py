@@ -118,6 +118,36 @@ async def test_hostile_json_is_refused_without_storing(client: httpx.AsyncClient
     assert await ctx.store.count_clients() == before
 
 
+@pytest.mark.parametrize("depth", [65, 5000])
+async def test_deep_json_is_refused_whatever_the_recursion_limit(client: httpx.AsyncClient, ctx: ServerContext,
+                                                                 depth: int) -> None:
+    """The bound is ours, not the interpreter's: py-evm (imported with the x402 chain) raises the recursion limit
+    to 12,288, after which a body nested 5,000 deep parsed and registered a client."""
+    import sys
+
+    before_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(12_288)
+    try:
+        before = await ctx.store.count_clients()
+        body = b'{"redirect_uris": ["http://127.0.0.1/cb"], "x": ' + b"[" * depth + b"]" * depth + b"}"
+        r = await client.post("/register", content=body, headers={"content-type": "application/json"})
+        assert _json_error(r, 400) == "invalid_client_metadata"
+        assert "nested too deeply" in r.json()["error_description"]
+        assert await ctx.store.count_clients() == before
+    finally:
+        sys.setrecursionlimit(before_limit)
+
+
+def test_json_nesting_counts_brackets_outside_strings_only() -> None:
+    from authgate.httputil import json_nesting_exceeds
+
+    assert not json_nesting_exceeds('{"a": "' + "[" * 500 + '"}', 64)  # inside a string
+    assert not json_nesting_exceeds('{"a": "\\\"' + "{" * 100 + '"}', 64)  # escaped quote, then a string
+    assert json_nesting_exceeds("[" * 65 + "]" * 65, 64)
+    assert not json_nesting_exceeds("[" * 64 + "]" * 64, 64)
+    assert not json_nesting_exceeds("[]" * 1000, 64)  # many, but shallow
+
+
 async def test_lone_surrogate_in_update_is_refused(client: httpx.AsyncClient) -> None:
     reg = (await client.post("/register", json={"redirect_uris": [REDIRECT], "client_name": "app"})).json()
     client_id = reg["client_id"]

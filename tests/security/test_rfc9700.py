@@ -235,6 +235,7 @@ _EQ_ALLOWED = {
     ("x402/facilitator/service.py", "'0x' + digest.hex() != row.digest"): "EIP-712 digest of a public payload",
     ("x402/facilitator/service.py", "tx_hash != row.tx_hash"): "transaction hash, public on chain",
     ("x402/facilitator/service.py", "reason == e.NONCE_ALREADY_USED"): "reason string, public",
+    ("x402/paywall.py", "verdict.invalid_reason == reasons.NONCE_ALREADY_USED"): "reason string, public",
     ("x402/chain/node.py", "tx.nonce != expected"): "account nonce of the dev chain, public",
     ("x402/chain/node.py", "entry.tx_hash == wanted"): "transaction hash, public on chain",
     ("x402/chain/node.py", "entry.tx_hash == tx_hash"): "transaction hash, public on chain",
