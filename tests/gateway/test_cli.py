@@ -165,3 +165,56 @@ def test_the_overhead_benchmark_answers_help_and_refuses_bad_arguments() -> None
     assert ok.returncode == 0 and "usage: gateway_overhead.py" in ok.stdout and "per_round" in ok.stdout
     bad = subprocess.run([sys.executable, str(script), "many"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid int value: 'many'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+LEVELS = "critical, error, warning, info, debug"
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    (["--log-level", "loud"], {}, f"--log-level (or AUTHGATE_LOG_LEVEL) must be one of {LEVELS}, got 'loud'"),
+    ([], {"AUTHGATE_LOG_LEVEL": "loud"}, f"--log-level (or AUTHGATE_LOG_LEVEL) must be one of {LEVELS}, got 'loud'"),
+    # uvicorn's "trace" logs whole request bodies, credentials included: `authgate serve` refuses it too
+    (["--log-level", "trace"], {}, f"--log-level (or AUTHGATE_LOG_LEVEL) must be one of {LEVELS}, got 'trace'"),
+    ([], {"AUTHGATE_LOG_FORMAT": "xml"}, "--log-format (or AUTHGATE_LOG_FORMAT) must be text or json, got 'xml'"),
+    (["--shutdown-timeout", "-5"], {}, "--shutdown-timeout must be a finite number of seconds, 0 or more, got -5"),
+    (["--shutdown-timeout", "nan"], {}, "--shutdown-timeout must be a finite number of seconds, 0 or more, got nan"),
+    (["--shutdown-timeout", "inf"], {}, "--shutdown-timeout must be a finite number of seconds, 0 or more, got inf"),
+], ids=["level", "level-env", "level-trace", "format-env", "timeout-negative", "timeout-nan", "timeout-inf"])
+def test_bad_log_level_log_format_and_shutdown_timeout_are_usage_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str],
+        env: dict[str, str], message: str) -> None:
+    """One line and status 2, as `authgate serve` refuses them (a bad level once crashed inside uvicorn with
+    KeyError: 'loud'; AUTHGATE_LOG_FORMAT=xml once fell back to text; a negative timeout was taken as 0)."""
+    path = tmp_path / "gw.toml"
+    path.write_text(FILE.format(upstream="http://127.0.0.1:1", port=8080, scope="notes:read"))
+    for name in ("AUTHGATE_LOG_LEVEL", "AUTHGATE_LOG_FORMAT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["gateway", "--config", str(path), "--port", "24903", *argv, "--check"]) == 2
+    assert capsys.readouterr() == ("", f"authgate gateway: {message}\n")
+
+
+def test_a_bad_log_level_is_refused_before_the_server_starts_and_good_ones_in_any_case_are_taken(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(FILE.format(upstream="http://127.0.0.1:1", port=8080, scope="notes:read"))
+    monkeypatch.delenv("AUTHGATE_LOG_FORMAT", raising=False)
+    assert main(["gateway", "--config", str(path), "--port", "24903", "--log-level", "loud"]) == 2
+    assert capsys.readouterr() == ("", f"authgate gateway: --log-level (or AUTHGATE_LOG_LEVEL) must be one of "
+                                       f"{LEVELS}, got 'loud'\n")
+    monkeypatch.setenv("AUTHGATE_LOG_LEVEL", "WARNING")  # any case, as `authgate serve` takes it
+    monkeypatch.setenv("AUTHGATE_LOG_FORMAT", "xml")  # the command line's value is the one used
+    assert main(["gateway", "--config", str(path), "--log-format", "json", "--shutdown-timeout", "0",
+                 "--check"]) == 0, capsys.readouterr().err
+
+
+def test_a_misspelled_section_is_named_by_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``[gatway]`` once said "[gateway]: required" without naming the section that was there instead."""
+    path = tmp_path / "gw.toml"
+    path.write_text(FILE.format(upstream="http://127.0.0.1:1", port=8080, scope="notes:read").replace(
+        "[gateway]", "[gatway]"))
+    assert main(["gateway", "--config", str(path), "--check"]) == 2
+    assert capsys.readouterr().err == (
+        f"authgate gateway: {path}: unknown section 'gatway' (did you mean 'gateway'? expected agentauth, gateway, "
+        "oauth, operations, routes, scope_descriptions, token_exchange, trust, unmatched, x402)\n")

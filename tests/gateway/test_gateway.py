@@ -348,6 +348,34 @@ def test_gateway_file_errors() -> None:
     assert config.identity_secret == b"x" * 32 and "x" * 32 not in repr(config)
 
 
+TOP_LEVEL = ("agentauth, gateway, oauth, operations, routes, scope_descriptions, token_exchange, trust, unmatched, "
+             "x402")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    # a misspelled section: every top-level name the gateway accepts is listed (once only the policy's three)
+    ({"oauht": {"issuer": "https://as.test"}}, f"unknown section 'oauht' (did you mean 'oauth'? expected {TOP_LEVEL})"),
+    # named before the [gateway] it replaces is found missing (once only "[gateway]: required")
+    ({"gateway": None, "gatway": {"upstream": "http://127.0.0.1:8080", "public_url": API}},
+     f"unknown section 'gatway' (did you mean 'gateway'? expected {TOP_LEVEL})"),
+    ({"routes": None, "route": [{"path": "/a", "allow": [{"mechanism": "public"}]}]},
+     f"unknown section 'route' (did you mean 'routes'? expected {TOP_LEVEL})"),
+    ({"upstream": "http://127.0.0.1:8080"}, f"unknown field 'upstream' (expected {TOP_LEVEL})"),
+    ({"unmached": "deny"}, f"unknown field 'unmached' (did you mean 'unmatched'? expected {TOP_LEVEL})"),
+])
+def test_unknown_top_level_names_are_named_with_every_accepted_one(change: dict[str, Any], message: str) -> None:
+    data: dict[str, Any] = {"gateway": {"upstream": "http://127.0.0.1:8080", "public_url": API, "identity": "plain"},
+                            "routes": [{"path": "/a", "allow": [{"mechanism": "public"}]}]}
+    for name, value in change.items():
+        if value is None:
+            del data[name]
+        else:
+            data[name] = value
+    with pytest.raises(PolicyError) as caught:
+        gateway_config_from_dict(data, source="gw.toml", env={})
+    assert str(caught.value) == f"gw.toml: {message}"
+
+
 @pytest.mark.parametrize("raw", [b"/health/../weather", b"/health/./x", b"//weather", b"/health%2F..%2Fweather",
                                  b"/health/%2e%2e/weather", b"/health\\..\\weather", b"/health%5C..", b"/health%00"])
 async def test_paths_another_server_could_read_differently_are_refused(gw: Gateway, raw: bytes) -> None:
@@ -445,6 +473,24 @@ def test_the_agent_auth_signing_key_file(tmp_path: Any) -> None:
     with pytest.raises(PolicyError, match=r"^gw.toml: \[agentauth\]: signing_key_file: .*key.json is not a private "
                                           r"Ed25519 JWK \(ValueError\)$"):
         build_gateway(gateway_config_from_dict(base, source="gw.toml", base_dir=tmp_path))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "not found"),  # once "is not a private Ed25519 JWK (FileNotFoundError)"
+    ("{}", "is not a private Ed25519 JWK (KeyParameterError)"),  # once a traceback: joserfc's own error
+])
+def test_a_missing_or_malformed_signing_key_file_says_which(tmp_path: Any, content: str | None,
+                                                             message: str) -> None:
+    from authgate.gateway import build_gateway
+
+    base: dict[str, Any] = {"gateway": {"upstream": "http://127.0.0.1:1", "public_url": API, "identity": "plain"},
+                            "agentauth": {"signing_key_file": "resource-key.json"},
+                            "routes": [{"path": "/a", "allow": [{"mechanism": "agentauth", "need": "agent"}]}]}
+    if content is not None:
+        (tmp_path / "resource-key.json").write_text(content)
+    with pytest.raises(PolicyError) as caught:
+        build_gateway(gateway_config_from_dict(base, source="gw.toml", base_dir=tmp_path))
+    assert str(caught.value) == f"gw.toml: [agentauth]: signing_key_file: {tmp_path / 'resource-key.json'} {message}"
 
 
 async def test_request_framing_is_never_ambiguous_upstream() -> None:

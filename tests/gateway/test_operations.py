@@ -115,6 +115,31 @@ async def test_health_ready_and_metrics_on_their_own_paths(gw: Gw) -> None:
     assert (await gw.http.head("/_authgate/health")).content == b""
 
 
+async def test_the_gateways_own_documents_have_their_own_route_labels(caplog: pytest.LogCaptureFixture) -> None:
+    """The protected resource metadata, /.well-known/aauth.json and the Agent Auth resource documents are the
+    gateway's answers: each counted under its path, not under ``<unmatched>`` with requests no route covers."""
+    upstream = Upstream()
+    cfg = gateway_config_from_dict(config(agentauth={"trusted_person_servers": ["https://as.test"]},
+                                          scope_descriptions={"notes:read": "Read your notes"}),
+                                   source="gw.toml", env={"METRICS_TOKEN": TOKEN})
+    app = build_gateway(cfg, upstream_transport=httpx.ASGITransport(app=upstream.app()))
+    documents = ["/.well-known/oauth-protected-resource", "/.well-known/aauth.json",
+                 "/.well-known/aauth-resource.json", "/.well-known/aauth-resource-jwks.json"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=API) as http:
+        with caplog.at_level(logging.INFO, logger="authgate.access"):
+            for path in documents:
+                assert (await http.get(path)).status_code == 200, path
+            assert (await http.get("/.well-known/other")).status_code == 403
+        text = (await http.get("/_authgate/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).text
+    await app.aclose()
+    for path in documents:
+        assert sample(text, "authgate_http_requests_total", route=path, method="GET", status="200") == 1, path
+    assert sample(text, "authgate_http_requests_total", route="<unmatched>", method="GET", status="403") == 1
+    assert sample(text, "authgate_http_requests_total", route="<unmatched>", method="GET", status="200") is None
+    assert [getattr(r, "route", None) for r in caplog.records if r.name == "authgate.access"] == [
+        *documents, "<unmatched>"]
+
+
 async def test_metrics_need_the_bearer_token_when_one_is_configured(gw: Gw) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
                     {"Authorization": f"Basic {TOKEN}"}, {"Authorization": f"Bearer {TOKEN}x"}):

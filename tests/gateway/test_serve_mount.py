@@ -72,6 +72,9 @@ async def test_serve_mounts_the_gateway_behind_its_own_routes(settings: Settings
     # the gateway's decisions land in the server's own metrics
     assert sample(metrics, "authgate_access_decisions_total", mechanism="public", outcome="allowed") == 1
     assert sample(metrics, "authgate_access_decisions_total", mechanism="none", outcome="challenged") == 1
+    # the gateway's own document is counted under its path, not with the requests no route covers
+    assert sample(metrics, "authgate_http_requests_total", route="/.well-known/oauth-protected-resource",
+                  method="GET", status="200") == 1
 
 
 async def test_a_bad_gateway_file_is_a_configuration_error(settings: Settings, store: Store, clock: FrozenClock,

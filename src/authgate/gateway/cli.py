@@ -10,11 +10,17 @@ and one line naming the file, route and field. SIGHUP re-reads the file and swap
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any
 
 from authgate.policy.model import PolicyError
+
+#: What ``authgate serve`` accepts too (authgate.config): "trace" would make uvicorn log whole request bodies,
+#: credentials included.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -27,8 +33,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     # error of `authgate gateway`, not a crash of every authgate command while the parser is built.
     p.add_argument("--port", type=int, default=os.environ.get("AUTHGATE_GATEWAY_PORT", "8080"),
                    help="port (default 8080; AUTHGATE_GATEWAY_PORT)")
-    p.add_argument("--log-level", default=os.environ.get("AUTHGATE_LOG_LEVEL", "info"))
-    p.add_argument("--log-format", choices=["text", "json"], default=_log_format(),
+    # The environment's values are checked when the command runs (cmd_gateway), like `authgate serve` checks them:
+    # argparse checks only what is typed on the command line against choices.
+    p.add_argument("--log-level", default=os.environ.get("AUTHGATE_LOG_LEVEL", "info"),
+                   help=f"{', '.join(LOG_LEVELS)} (default info; AUTHGATE_LOG_LEVEL)")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default=os.environ.get("AUTHGATE_LOG_FORMAT", "text"),
                    help="text, or json: one object per line with request_id (default text; AUTHGATE_LOG_FORMAT)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="seconds requests in flight get to finish after SIGTERM (default 30)")
@@ -37,18 +46,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _log_format() -> str:
-    fmt = os.environ.get("AUTHGATE_LOG_FORMAT", "text")
-    return fmt if fmt in ("text", "json") else "text"
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options (and the environment variables they default from), or None."""
+    if not 1 <= args.port <= 65535:  # the event loop may wrap 70000 to 4464; 0 would be a random port
+        return f"--port (or AUTHGATE_GATEWAY_PORT) must be between 1 and 65535, got {args.port}"
+    if str(args.log_level).lower() not in LOG_LEVELS:
+        return f"--log-level (or AUTHGATE_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}, got {args.log_level!r}"
+    if args.log_format not in LOG_FORMATS:
+        return f"--log-format (or AUTHGATE_LOG_FORMAT) must be text or json, got {args.log_format!r}"
+    if not math.isfinite(args.shutdown_timeout) or args.shutdown_timeout < 0:
+        return f"--shutdown-timeout must be a finite number of seconds, 0 or more, got {args.shutdown_timeout:g}"
+    return None
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from authgate.gateway.config import build_gateway, load_gateway_config
 
-    if not 1 <= args.port <= 65535:  # the event loop may wrap 70000 to 4464; 0 would be a random port
-        print(f"authgate gateway: --port (or AUTHGATE_GATEWAY_PORT) must be between 1 and 65535, got {args.port}",
-              file=sys.stderr)
+    problem = _usage_error(args)
+    if problem is not None:
+        print(f"authgate gateway: {problem}", file=sys.stderr)
         return 2
+    args.log_level = args.log_level.lower()
     try:
         config = load_gateway_config(args.config)
         app = build_gateway(config)
@@ -73,7 +91,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     # The upstream's Date and Server headers pass through: uvicorn must not add its own beside them. Our access
     # log (authgate.access: no query strings) replaces uvicorn's.
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, **uvicorn_options(args.log_level),
-                                           timeout_graceful_shutdown=max(0, int(args.shutdown_timeout))))
+                                           timeout_graceful_shutdown=int(args.shutdown_timeout)))
 
     async def run() -> None:
         reloads = app.reload_on_signal()

@@ -50,6 +50,7 @@ Errors are :class:`~authgate.policy.model.PolicyError` naming the file, section 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import time
@@ -64,6 +65,7 @@ from starlette.types import ASGIApp
 from authgate.gateway.exchange import TokenExchangeSettings
 from authgate.gateway.operations import (
     Check,
+    DocumentLabels,
     Operations,
     OperationsEndpoints,
     Readiness,
@@ -72,7 +74,7 @@ from authgate.gateway.operations import (
 )
 from authgate.gateway.trust import TRUST_KEYS, TrustConfig, build_trust, parse_trust
 from authgate.ops.metrics import Metrics
-from authgate.policy.loader import policy_from_dict, read_toml
+from authgate.policy.loader import POLICY_KEYS, policy_from_dict, read_toml
 from authgate.policy.model import Policy, PolicyError
 from authgate.resource.metadata import canonical_resource, check_scopes
 
@@ -81,9 +83,12 @@ if TYPE_CHECKING:
     from authgate.context import ServerContext
     from authgate.gateway.runtime import GatewayApp, Generation, Shared
     from authgate.gateway.trust import TrustDatabase
+    from authgate.policy.enforce import PolicyMiddleware
     from authgate.x402.paywall_store import PaywallStore
 
 SECTIONS = frozenset({"gateway", "oauth", "agentauth", "x402", "token_exchange", "trust", "operations"})
+#: Every top-level name a gateway file may use: its own sections and the route policy's keys.
+TOP_LEVEL = SECTIONS | POLICY_KEYS
 _GATEWAY_KEYS = {"upstream": str, "public_url": str, "identity": str, "identity_secret_env": str,
                  "identity_secret_file": str, "strip_cookies": bool, "max_body": int, "connect_timeout": (int, float),
                  "read_timeout": (int, float), "max_connections": int}
@@ -143,6 +148,7 @@ def load_gateway_config(path: str | Path, env: Mapping[str, str] | None = None) 
 def gateway_config_from_dict(data: Mapping[str, Any], *, source: str = "<gateway>",
                              env: Mapping[str, str] | None = None, base_dir: Path | None = None) -> GatewayConfig:
     env = os.environ if env is None else env
+    _check_top_level(data, source)
     gw = _section(data, "gateway", _GATEWAY_KEYS, source)
     if gw is None:
         raise PolicyError(f"{source}: [gateway]: required (upstream and public_url)")
@@ -213,6 +219,22 @@ def gateway_config_from_dict(data: Mapping[str, Any], *, source: str = "<gateway
         read_timeout=float(gw.get("read_timeout", 60.0)), max_connections=gw.get("max_connections", 100),
         oauth=oauth, agentauth=agentauth, x402=x402, token_exchange=exchange, source=source, trust=trust,
         operations=operations_from_dict(data, source=source, env=env, base_dir=base_dir))
+
+
+def _check_top_level(data: Mapping[str, Any], source: str) -> None:
+    """Refuse a name the file may not use at the top level before anything else: a misspelled ``[gatway]`` is
+    named as such, not reported as a missing ``[gateway]``, and a misspelled section never goes unnoticed."""
+    unknown = sorted(k for k in data if k not in TOP_LEVEL)
+    if not unknown:
+        return
+    name = unknown[0]
+    value = data[name]
+    table = isinstance(value, dict) or (isinstance(value, list) and bool(value)
+                                        and all(isinstance(v, dict) for v in value))
+    close = difflib.get_close_matches(name.lower(), sorted(TOP_LEVEL), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise PolicyError(f"{source}: unknown {'section' if table else 'field'} {name!r} ({hint}expected "
+                      f"{', '.join(sorted(TOP_LEVEL))})")
 
 
 def _secret(section: str, raw: Mapping[str, Any], name: str, source: str, env: Mapping[str, str],
@@ -356,6 +378,7 @@ def _assemble(config: GatewayConfig, shared: Shared, *, upstream_transport: http
             proxy.upstream_token = UpstreamTokens(http, config.oauth["issuer"], config.token_exchange, clock=clock,
                                                   challenge={"resource_metadata": resource.metadata_url}).token_for
     if config.agentauth is not None:
+        from joserfc.errors import JoseError
         from joserfc.jwk import OKPKey
 
         from authgate.agentauth.discovery import httpx_fetcher
@@ -364,14 +387,20 @@ def _assemble(config: GatewayConfig, shared: Shared, *, upstream_transport: http
 
         key_file = config.agentauth.get("signing_key_file")
         if key_file:
+            where = f"{config.source}: [agentauth]: signing_key_file: {key_file}"
             try:
-                jwk = json.loads(Path(key_file).read_text())
+                text = Path(key_file).read_text()
+            except FileNotFoundError:
+                raise PolicyError(f"{where} not found") from None
+            except OSError as exc:
+                raise PolicyError(f"{where} cannot be read ({exc.strerror or exc.__class__.__name__})") from None
+            try:
+                jwk = json.loads(text)
                 key = OKPKey.import_key(jwk)
                 if not key.is_private or jwk.get("crv") != "Ed25519":
                     raise ValueError("not a private Ed25519 key")
-            except (OSError, ValueError, TypeError, AttributeError) as exc:
-                raise PolicyError(f"{config.source}: [agentauth]: signing_key_file: {key_file} is not a private "
-                                  f"Ed25519 JWK ({exc.__class__.__name__})") from None
+            except (ValueError, TypeError, AttributeError, JoseError) as exc:
+                raise PolicyError(f"{where} is not a private Ed25519 JWK ({exc.__class__.__name__})") from None
             kid = str(jwk.get("kid") or key.thumbprint())
         else:
             kid, key = shared.resource_key()
@@ -395,7 +424,7 @@ def _assemble(config: GatewayConfig, shared: Shared, *, upstream_transport: http
         closers.append(client.aclose)
         facilitator = client
         checks["facilitator"] = _facilitator_check(client)
-    enforced: ASGIApp = PolicyMiddleware(
+    enforced = PolicyMiddleware(
         proxy, policy, bearer=bearer, agentauth=agentauth, facilitator=facilitator, base_url=config.public_url,
         metrics=shared.metrics,
         paywall_store=_paywall_store(shared, server, database) if facilitator is not None else None,
@@ -403,11 +432,29 @@ def _assemble(config: GatewayConfig, shared: Shared, *, upstream_transport: http
     if database is not None:  # built: from now on this generation uses the trust database (released on close)
         checks["trust database"] = _database_check(database.store)
         closers.append(database.retain())
-    served = enforced
+    documents = _documents(enforced)
+    served: ASGIApp = DocumentLabels(enforced, documents) if documents else enforced
     if standalone:
         readiness = Readiness(checks, config.operations.ready_timeout)
-        served = OperationsEndpoints(enforced, config.operations, shared.metrics, readiness)
+        served = OperationsEndpoints(served, config.operations, shared.metrics, readiness)
     return Generation(config, served, closers, enforcer=enforced)
+
+
+def _documents(enforced: PolicyMiddleware) -> frozenset[str]:
+    """The paths of the documents the policy middleware answers itself, before any route (as
+    ``PolicyMiddleware._well_known`` chooses them): each its own metrics label."""
+    from authgate.agentauth import wire as aa_wire
+    from authgate.agentauth.resource import JWKS_PATH
+    from authgate.resource.metadata import AAUTH_WELL_KNOWN
+
+    paths: set[str] = set()
+    if enforced.metadata is not None and enforced.bearer is not None:
+        paths.add(enforced.bearer.resource.metadata_path)
+    if enforced.aauth_document is not None:
+        paths.add(AAUTH_WELL_KNOWN)
+    if enforced.agentauth is not None:
+        paths.update((aa_wire.WELL_KNOWN + aa_wire.DWK_RESOURCE, JWKS_PATH))
+    return frozenset(paths)
 
 
 def _replay_cache(shared: Shared, server: ServerContext | None, database: TrustDatabase | None) -> ReplayCache:
