@@ -21,17 +21,25 @@ from typing import Any
 from authgate.config import ConfigError, Settings, load_settings
 
 
-def _server_args(p: argparse.ArgumentParser) -> None:
+def _server_args(p: argparse.ArgumentParser, *, serving: bool = False) -> None:
     """The settings flags. Defaults are suppressed so the flags work both before and after a sub-action
     (``authgate users --data-dir d add x`` and ``authgate users add x --data-dir d``) without one copy
-    overwriting the other."""
+    overwriting the other. ``serving``: the command listens on ``--host``/``--port``; the others (management
+    commands) take them only as what the default issuer ``http://HOST:PORT`` is made of."""
     quiet = argparse.SUPPRESS
     p.add_argument("--config", default=quiet, help="TOML settings file (also AUTHGATE_CONFIG)")
-    p.add_argument("--host", default=quiet, help="address to bind (default 127.0.0.1; AUTHGATE_HOST)")
-    p.add_argument("--port", type=int, default=quiet, help="port (default 8000; AUTHGATE_PORT)")
+    if serving:
+        p.add_argument("--host", default=quiet, help="address to bind (default 127.0.0.1; AUTHGATE_HOST)")
+        p.add_argument("--port", type=int, default=quiet, help="port (default 8000; AUTHGATE_PORT)")
+    else:
+        p.add_argument("--host", default=quiet, help="the server's host; here only part of the default issuer "
+                                                     "http://HOST:PORT (default 127.0.0.1; AUTHGATE_HOST)")
+        p.add_argument("--port", type=int, default=quiet, help="the server's port; here only part of the default "
+                                                               "issuer (default 8000; AUTHGATE_PORT)")
     p.add_argument("--issuer", default=quiet, help="public issuer URL, no trailing slash (default http://HOST:PORT)")
     p.add_argument("--database-url", default=quiet,
-                   help="sqlite:///path or postgresql://user@host/db (default: SQLite in data dir)")
+                   help="sqlite:///PATH or postgresql://USER:PASSWORD@HOST:5432/DB (default: authgate.db in the "
+                        "data dir; AUTHGATE_DATABASE_URL)")
     p.add_argument("--data-dir", default=quiet, help="where the default SQLite database lives")
 
 
@@ -718,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the authorization server")
-    _server_args(p)
+    _server_args(p, serving=True)
     p.add_argument("--auto-approve", action="store_true",
                    help="DEVELOPMENT ONLY: approve every authorization request without a person (loopback only)")
     p.add_argument("--workers", type=int, default=None,
@@ -726,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="start the server, a demo API and an MCP server, and let agents in")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="log what the servers do (INFO), not only errors")
     p.add_argument("--serve", action="store_true",
                    help="after the demo keep its servers up (Ctrl-C stops) and make an operator account for the "
                         "dashboard")
@@ -739,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("users", help="manage resource owners who can sign in and consent")
     _server_args(p)
     users = p.add_subparsers(dest="action", required=True)
-    add = users.add_parser("add")
+    add = users.add_parser("add", help="create a user (password asked on the terminal, or --password-stdin)")
     _server_args(add)
     add.add_argument("username")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
@@ -757,8 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "...); email/phone are also approval channels")
     _server_args(imp)
     imp.add_argument("file")
-    _server_args(users.add_parser("list"))
-    rm = users.add_parser("remove")
+    _server_args(users.add_parser("list", help="every user: username, subject, approval channels, attribute "
+                                               "names"))
+    rm = users.add_parser("remove", help="delete a user")
     _server_args(rm)
     rm.add_argument("username")
     ch = users.add_parser("set-channels", help="where the user gets approval requests; an empty value clears one")
@@ -792,7 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(rot)
     rot.add_argument("--keep-old-for", type=int,
                      help="seconds to keep publishing old keys (at least the access-token lifetime + 60 s)")
-    _server_args(keys.add_parser("list"))
+    _server_args(keys.add_parser("list", help="signing keys: kid, algorithm, active or retired"))
     p.set_defaults(func=cmd_keys)
 
     from authgate.agentauth.cli import add_parser as add_agents_parser
@@ -802,8 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clients", help="registered clients")
     _server_args(p)
     clients = p.add_subparsers(dest="action", required=True)
-    _server_args(clients.add_parser("list"))
-    crm = clients.add_parser("remove")
+    _server_args(clients.add_parser("list", help="every client: client_id, name, static or dynamic"))
+    crm = clients.add_parser("remove", help="delete a client and revoke its tokens")
     _server_args(crm)
     crm.add_argument("client_id")
     cadd = clients.add_parser("add", help="register a static client from JSON metadata")
@@ -814,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(iat)
     iat.add_argument("--ttl", type=bounded_int(MIN_IAT_TTL, MAX_IAT_TTL), default=86400,
                      help=f"seconds the token stays valid, {MIN_IAT_TTL} to {MAX_IAT_TTL} (a year); default a day")
-    iat.add_argument("--single-use", action="store_true")
+    iat.add_argument("--single-use", action="store_true", help="the first registration spends the token")
     p.set_defaults(func=cmd_clients)
 
     p = sub.add_parser("audit", help="print the latest audit events (grants, denials, registrations), oldest first")
@@ -832,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gateway_parser(sub)
 
     p = sub.add_parser("facilitator", help="run the x402 facilitator alone (/verify, /settle, /supported)")
-    _server_args(p)
+    _server_args(p, serving=True)
     p.set_defaults(func=cmd_facilitator)
 
     p = sub.add_parser("payments", help="x402 payments settled by the facilitator")
@@ -840,7 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
     payments = p.add_subparsers(dest="action", required=True)
     plist = payments.add_parser("list", help="latest payments first")
     _server_args(plist)
-    plist.add_argument("--status", choices=["pending", "submitted", "settled", "failed"])
+    plist.add_argument("--status", choices=["pending", "submitted", "settled", "failed"],
+                       help="only payments in this state")
     plist.add_argument("--payer", help="payer address (any case)")
     plist.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=100,
                        help=f"at most this many, 1 to {MAX_LIMIT} (default 100)")

@@ -22,6 +22,12 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names it."""
 
 
+class DatabaseUnavailable(ConfigError):
+    """The database the settings name cannot be opened or reached (no driver, a directory that cannot be made, a
+    refused connection, an unknown role or database). The message names the database (host and port, or the
+    SQLite path), never a password; the ``authgate`` command prints it as a configuration error (exit 2)."""
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "authgate"
@@ -300,6 +306,8 @@ class Settings:
         if not set(self.default_scopes) <= set(self.scopes):
             raise ConfigError("default_scopes must be a subset of scopes")
         _validate_token_exchange(self)
+        if self.database_url:
+            check_database_url(self.database_url)
         _validate_scale(self)
         for name in ("ciba_rate_per_client", "ciba_rate_per_user", "ciba_max_pending_per_user"):
             if not 0 <= getattr(self, name) <= 1_000_000:
@@ -512,6 +520,34 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: The database URLs authgate can open (and the async driver each maps to).
+SUPPORTED_DATABASES = ("sqlite:///PATH (sqlite+aiosqlite:///PATH) or "
+                       "postgresql://USER:PASSWORD@HOST:5432/DB (postgresql+asyncpg://...)")
+_SQLITE_SCHEMES = ("sqlite", "sqlite+aiosqlite")
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if it names a database authgate can open, else ConfigError saying which URLs are supported. The
+    message never repeats the URL (it may hold a password), only its scheme."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        raise ConfigError(f"database_url is not a database URL; use {SUPPORTED_DATABASES}")
+    if scheme in _SQLITE_SCHEMES:
+        # sqlite://relative.db would name a "host"; sqlite:// alone an in-memory database gone with the process.
+        if not rest.startswith("/") or not rest.lstrip("/").split("?", 1)[0]:
+            raise ConfigError(f"database_url: a SQLite URL is {scheme}:///relative/path.db or "
+                              f"{scheme}:////absolute/path.db (three slashes, then the file's path)")
+        return url
+    if scheme not in _POSTGRES_SCHEMES:
+        raise ConfigError(f"database_url: {scheme[:40]}:// databases are not supported; use {SUPPORTED_DATABASES}")
+    try:
+        urlsplit(url).port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise ConfigError("database_url: the PostgreSQL port is not a number from 1 to 65535") from None
+    return url
 
 
 def to_sqlalchemy_url(url: str) -> str:

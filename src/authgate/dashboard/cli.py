@@ -29,7 +29,7 @@ def add_parser(sub: Any, server_args: Callable[[argparse.ArgumentParser], None])
     rm = admins.add_parser("remove", help="take the operator role away (the user stays)")
     server_args(rm)
     rm.add_argument("username")
-    server_args(admins.add_parser("list"))
+    server_args(admins.add_parser("list", help="the operators: username and subject"))
     return p
 
 

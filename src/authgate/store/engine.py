@@ -15,23 +15,28 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from authgate.config import DatabaseUnavailable
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x61757468  # "auth"
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
-    """An async engine; ``pool_size``/``max_overflow`` size the PostgreSQL pool (per process)."""
+    """An async engine; ``pool_size``/``max_overflow`` size the PostgreSQL pool (per process). Nothing connects
+    yet. DatabaseUnavailable when the URL cannot be used: unparsable, its driver missing, or the directory of a
+    SQLite file cannot be made."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _make_sqlite_directory(path)
         from authgate.store import sqlite_inline
 
-        engine = create_async_engine(url, module=sqlite_inline.dbapi(), connect_args={"timeout": 10},
-                                       pool_size=1, max_overflow=0, pool_timeout=5)
+        engine = _create(url, module=sqlite_inline.dbapi(), connect_args={"timeout": 10},
+                         pool_size=1, max_overflow=0, pool_timeout=5)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -42,9 +47,74 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
             cur.close()
 
         return engine
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
+    engine = _create(url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
     _ping_when_idle(engine)
     return engine
+
+
+def _create(url: str, **kw: Any) -> AsyncEngine:
+    try:
+        return create_async_engine(url, **kw)
+    except ImportError as exc:  # a dialect whose driver is not installed (MySQLdb for mysql://, ...)
+        raise DatabaseUnavailable(f"the driver for {url.split(':', 1)[0][:40]}:// databases "
+                                  f"({exc.name or 'its module'}) is not installed; authgate uses sqlite+aiosqlite "
+                                  "or postgresql+asyncpg") from None
+    except (ArgumentError, ValueError):  # unparsable, an unknown dialect, a port that is not a number
+        raise DatabaseUnavailable("the database URL cannot be used (a URL like sqlite:///PATH or "
+                                  "postgresql://USER@HOST:5432/DB is)") from None
+
+
+def _make_sqlite_directory(path: str) -> None:
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DatabaseUnavailable(f"cannot create the SQLite database {path}: {parent} is not a directory") from None
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create the directory {exc.filename or parent} for the SQLite database "
+                                  f"{path}: {exc.strerror or exc.__class__.__name__}") from None
+
+
+def describe_database(url: str | sa.URL) -> str:
+    """Where ``url`` points, for messages: the SQLite file, or the server's host and port (never a password)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "the database"
+    if parsed.get_backend_name() == "sqlite":
+        return f"the SQLite database {parsed.database or ':memory:'}"
+    socket = parsed.query.get("host")  # postgresql:///db?host=/run/postgresql: a Unix socket
+    host = parsed.host or (socket if isinstance(socket, str) else None) or "localhost"
+    return f"the database at {host}:{parsed.port or 5432}"
+
+
+async def check_reachable(engine: AsyncEngine) -> None:
+    """Open one connection (back to the pool at once); DatabaseUnavailable naming the database and why when that
+    fails: a server that cannot be reached (refused, unknown host, timed out), one that refuses the login (unknown
+    role or database, wrong password), a SQLite file that cannot be opened. Nothing else is caught: a migration's own
+    error stays what it is."""
+    try:
+        async with engine.connect():
+            pass
+    except (OSError, DBAPIError) as exc:
+        where = describe_database(engine.url)
+        if isinstance(exc, DBAPIError) and exc.orig is not None:
+            reason = str(exc.orig)
+        elif isinstance(exc, TimeoutError):
+            reason = "timed out"
+        else:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        reason = " ".join(reason.split())[:300] or exc.__class__.__name__
+        password = engine.url.password
+        if password:  # drivers do not echo it; be sure
+            reason = reason.replace(str(password), "***")
+        if engine.url.get_backend_name() == "sqlite":
+            message = f"{where} cannot be opened: {reason}"
+        elif isinstance(exc, DBAPIError):
+            message = f"{where} refused the connection: {reason}"
+        else:
+            message = f"{where} cannot be reached: {reason}"
+        raise DatabaseUnavailable(message) from None
 
 
 #: A pooled PostgreSQL connection idle longer than this is pinged before use.

@@ -14,7 +14,7 @@ from authgate.clock import Clock, SystemClock
 from authgate.store import tables as t
 from authgate.store.agentauth import AgentAuthRepository
 from authgate.store.counters import CLIENTS, ChangeCounters
-from authgate.store.engine import make_engine, migrate
+from authgate.store.engine import check_reachable, make_engine, migrate
 from authgate.store.group_commit import GroupCommit, Insert
 from authgate.store.payments import PaymentRepository
 
@@ -137,7 +137,12 @@ class Store:
                    pool_size: int = 10, max_overflow: int = 10) -> Store:
         engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         if run_migrations:
-            await migrate(engine)
+            try:
+                await check_reachable(engine)  # DatabaseUnavailable (a ConfigError) naming it, not a traceback
+                await migrate(engine)
+            except Exception:
+                await engine.dispose()
+                raise
         return cls(engine, clock)
 
     async def close(self) -> None:
