@@ -510,7 +510,16 @@ def test_trust_configuration_mistakes(tmp_path: Path) -> None:
         ({"database_url": "x", "database_url_env": "Y"}, "gw.toml: [trust]: give database_url or database_url_env, "
                                                          "not both"),
         ({"database_url_env": "NOPE"}, "gw.toml: [trust]: database_url_env: $NOPE is not set"),
-        ({"database_url": "mysql://db"}, "gw.toml: [trust]: database_url: must be a sqlite:/// or postgresql:// URL"),
+        ({"database_url": "mysql://db"}, "gw.toml: [trust]: database_url: mysql:// databases are not supported; use "
+                                         "sqlite:///PATH (sqlite+aiosqlite:///PATH) or postgresql://USER:PASSWORD@HOST"
+                                         ":5432/DB (postgresql+asyncpg://...)"),
+        # the server's rule, not a prefix test: "sqlite_bad:" and "postgresx:" once passed, "sqlite://a.db" too
+        ({"database_url": "postgresx://db/x"}, "gw.toml: [trust]: database_url: postgresx:// databases are not "
+                                               "supported; use sqlite:///PATH (sqlite+aiosqlite:///PATH) or "
+                                               "postgresql://USER:PASSWORD@HOST:5432/DB (postgresql+asyncpg://...)"),
+        ({"database_url": "sqlite://a.db"}, "gw.toml: [trust]: database_url: a SQLite URL is sqlite:///relative/"
+                                            "path.db or sqlite:////absolute/path.db (three slashes, then the file's "
+                                            "path)"),
         ({"budgets": "yes"}, "gw.toml: [trust]: budgets: wrong type str"),
         ({"budgets": True}, "gw.toml: [trust]: budgets: needs the trust database (database_url or "
                             "database_url_env)"),

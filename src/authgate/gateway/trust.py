@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from authgate.config import ConfigError, check_database_url
 from authgate.policy.model import PolicyError
 
 if TYPE_CHECKING:
@@ -95,8 +96,11 @@ def parse_trust(raw: Mapping[str, Any], *, source: str, env: Mapping[str, str],
         url = env.get(raw["database_url_env"]) or None
         if url is None:
             raise PolicyError(f"{where}: database_url_env: ${raw['database_url_env']} is not set")
-    if url is not None and not url.startswith(("sqlite", "postgres")):
-        raise PolicyError(f"{where}: database_url: must be a sqlite:/// or postgresql:// URL")
+    if url is not None:
+        try:
+            check_database_url(url)  # the server's own rule: the same URLs work in both files
+        except ConfigError as exc:
+            raise PolicyError(f"{where}: {exc}") from None
     issuers_raw = raw.get("issuers", {})
     if len(issuers_raw) > MAX_ISSUERS:
         raise PolicyError(f"{where}: issuers: at most {MAX_ISSUERS} issuers")
