@@ -25,10 +25,17 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x61757468  # "auth"
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
-    """An async engine; ``pool_size``/``max_overflow`` size the PostgreSQL pool (per process). Nothing connects
-    yet. DatabaseUnavailable when the URL cannot be used: unparsable, its driver missing, or the directory of a
-    SQLite file cannot be made."""
+#: Seconds a new PostgreSQL connection may take (TCP, TLS, start-up, login). asyncpg's own default is 60 s: a
+#: database host that drops packets kept `authgate serve` silent for a minute before saying it cannot be reached,
+#: and a request waiting on a fresh pool connection as long.
+CONNECT_TIMEOUT = 10.0
+
+
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
+                connect_timeout: float = CONNECT_TIMEOUT) -> AsyncEngine:
+    """An async engine; ``pool_size``/``max_overflow`` size the PostgreSQL pool (per process), ``connect_timeout``
+    bounds each new PostgreSQL connection. Nothing connects yet. DatabaseUnavailable when the URL cannot be used:
+    unparsable, its driver missing, or the directory of a SQLite file cannot be made."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
@@ -47,7 +54,8 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
             cur.close()
 
         return engine
-    engine = _create(url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
+    engine = _create(url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800,
+                     connect_args={"timeout": connect_timeout})
     _ping_when_idle(engine)
     return engine
 
