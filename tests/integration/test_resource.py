@@ -414,6 +414,61 @@ async def test_jwks_unreachable_is_503_not_401(
     assert r.json()["error"] == "temporarily_unavailable"
 
 
+# --- a token presented again (AuthGateMiddleware's recall path) -------------------------------------------------
+
+
+async def test_a_token_presented_again_is_judged_as_the_first_time(
+    rs: httpx.AsyncClient, verifier: JWTVerifier, mint: Callable[..., Any], clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once verified, the same ``Authorization`` header is recalled without awaiting the verifier; every check
+    the full path makes must still decide the request: the route's scopes, one header, no token in the query,
+    expiry."""
+    token = await mint(scope="notes:read")
+    assert (await rs.get("/api/notes/7", headers=bearer(token))).status_code == 200
+    awaited: list[str] = []
+    full_verify = verifier.verify
+
+    async def counting(t: str) -> AccessClaims:
+        awaited.append(t)
+        return await full_verify(t)
+
+    monkeypatch.setattr(verifier, "verify", counting)
+    r = await rs.get("/api/notes/7", headers=bearer(token))
+    assert r.status_code == 200 and r.json()["sub"] == "alice"
+    assert awaited == []  # recalled: the verifier was not awaited
+    r = await rs.post("/api/admin/purge", headers=bearer(token))  # a route needing more scopes
+    assert r.status_code == 403 and r.json()["error"] == "insufficient_scope"
+    for pair in ([f"Bearer {token}", "Bearer x"], ["Bearer x", f"Bearer {token}"]):
+        r = await rs.get("/api/notes/7", headers=[("Authorization", value) for value in pair])
+        assert r.status_code == 400, pair
+    assert (await rs.get("/api/notes/7", params={"access_token": token}, headers=bearer(token))).status_code == 400
+    for header in (f"bEaReR {token}", f"Bearer  {token}", f"Bearer {token} "):  # the full path extracts the same
+        assert (await rs.get("/api/notes/7", headers={"Authorization": header})).status_code == 200, header
+    assert (await rs.get("/api/notes/7", params={"view": "full"}, headers=bearer(token))).status_code == 200
+    clock.advance(300 + 10 + 1)  # past exp and the 10 s leeway
+    assert_invalid_token(await rs.get("/api/notes/7", headers=bearer(token)))
+
+
+async def test_a_recalled_token_fails_once_its_key_is_withdrawn(
+    as_http: httpx.AsyncClient, resource: ProtectedResource, mint: Callable[..., Any], ctx: ServerContext,
+    clock: FrozenClock,
+) -> None:
+    """The JWKS is refreshed after ``jwks_max_age``: a token whose key the AS no longer publishes then fails,
+    although its verification was remembered."""
+    verifier = JWTVerifier(ISSUER, RESOURCE, jwks_uri=ISSUER + "/jwks.json", http_client=as_http, clock=clock,
+                           leeway=10, refetch_interval=REFETCH, jwks_max_age=60)
+    transport = httpx.ASGITransport(app=protected_app(verifier, resource))
+    async with httpx.AsyncClient(transport=transport, base_url=RS) as rs:
+        token = await mint(exp=int(clock.now()) + 3600)
+        assert (await rs.get("/api/notes/7", headers=bearer(token))).status_code == 200
+        clock.advance(30)
+        assert (await rs.get("/api/notes/7", headers=bearer(token))).status_code == 200  # recalled, key current
+        await ctx.keys.rotate(keep_old_for=0)
+        clock.advance(40)  # 70 s after the fetch: past jwks_max_age
+        assert_invalid_token(await rs.get("/api/notes/7", headers=bearer(token)))
+
+
 # --- FastAPI ----------------------------------------------------------------------------------------------------
 
 

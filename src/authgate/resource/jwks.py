@@ -132,6 +132,17 @@ class RemoteJWKS:
             key = self._lookup(kid)
         return key
 
+    def current(self, kid: str | None) -> PublicKey | None:
+        """What :meth:`get` would return for ``kid`` without fetching anything, or None when it would fetch first
+        (nothing loaded yet, or the set is due for its ``max_age`` refresh) or knows no such key. Lets a caller
+        holding a verified token skip the await on the common path; any None sends it to :meth:`get`."""
+        if self._loaded_at is None:
+            return None
+        now = self.clock.now()
+        if now - self._loaded_at > self.max_age and now - self._last_attempt >= self.refetch_interval:
+            return None
+        return self._lookup(kid)
+
     def _lookup(self, kid: str | None) -> PublicKey | None:
         if kid is not None:
             return self._by_kid.get(kid)

@@ -178,7 +178,9 @@ class JWTVerifier:
         #: part, ~0.2 ms for ES256) but not the time checks, and counts only while that very key is still the
         #: JWKS's key for its kid (a refresh that drops or replaces it makes every entry it verified miss).
         self.verified_cache = verified_cache
-        self._verified: OrderedDict[bytes, tuple[PublicKey, str | None, AccessClaims]] = OrderedDict()
+        #: Each entry: the key, its kid, the claims, and the window [from, until) in which the time checks pass
+        #: (``max(nbf, iat) - leeway`` to ``exp + leeway``), so a recall compares two numbers.
+        self._verified: OrderedDict[bytes, tuple[PublicKey, str | None, AccessClaims, float, float]] = OrderedDict()
 
     @property
     def audience(self) -> str:
@@ -188,14 +190,34 @@ class JWTVerifier:
     async def aclose(self) -> None:
         await self.keys.aclose()
 
+    def recall(self, token: str) -> AccessClaims | None:
+        """The claims of ``token`` if it verified before and still would now, decided without awaiting: its entry
+        in the verified cache, its key still the JWKS's current key for its kid with no refresh due, and
+        ``exp``/``nbf``/``iat`` still good. None means "call :meth:`verify`" (which also words every refusal).
+        The middleware's path for a token presented again."""
+        if not self.verified_cache or len(token) > MAX_TOKEN_BYTES:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._verified.get(digest)
+        if hit is None:
+            return None
+        key, kid, claims, valid_from, valid_until = hit
+        if self.keys.current(kid) is not key or not valid_from <= self.clock.now() < valid_until:
+            return None
+        self._verified.move_to_end(digest)
+        return claims
+
     async def verify(self, token: str) -> AccessClaims:
+        recalled = self.recall(token)
+        if recalled is not None:
+            return recalled
         digest = None
         try:
             if self.verified_cache and len(token) <= MAX_TOKEN_BYTES:
                 digest = hashlib.sha256(token.encode()).digest()
                 hit = self._verified.get(digest)
                 if hit is not None:
-                    key, kid, claims = hit
+                    key, kid, claims, _, _ = hit
                     try:
                         current = await self.keys.get(kid)
                     except KeySourceError as exc:
@@ -213,7 +235,11 @@ class JWTVerifier:
             raise
 
     def _remember(self, digest: bytes, key: PublicKey, kid: str | None, claims: AccessClaims) -> None:
-        self._verified[digest] = (key, kid, claims)
+        # the claims passed _check_times a moment ago: exp and iat are numbers, nbf a number or absent
+        exp, iat = claims.claims["exp"], claims.claims["iat"]
+        nbf = claims.claims.get("nbf")
+        valid_from = max(int(iat), int(iat) if nbf is None else int(nbf)) - self.leeway
+        self._verified[digest] = (key, kid, claims, valid_from, int(exp) + self.leeway)
         while len(self._verified) > self.verified_cache:
             self._verified.popitem(last=False)
 
