@@ -158,7 +158,9 @@ class AuthGateMiddleware:
         #: Where decisions are counted (``authgate_access_decisions``, mechanism ``oauth``); None: nowhere.
         self.metrics = metrics
         self.guard = BearerGuard(verifier, resource)
-        #: A verifier that can tell synchronously that a token it verified before still holds (JWTVerifier).
+        #: A verifier that can tell synchronously that a token it verified before still holds (JWTVerifier). A
+        #: wrapper adding checks (KillSwitchVerifier) has no ``recall`` and must never pass its inner one's on:
+        #: its checks would be skipped.
         self._recall = getattr(verifier, "recall", None)
         self.rules = tuple(Rule.coerce(r) for r in rules)
         self.unmatched: Unmatched = unmatched
