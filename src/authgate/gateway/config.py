@@ -65,7 +65,6 @@ from starlette.types import ASGIApp
 from authgate.gateway.exchange import TokenExchangeSettings
 from authgate.gateway.operations import (
     Check,
-    DocumentLabels,
     Operations,
     OperationsEndpoints,
     Readiness,
@@ -83,7 +82,6 @@ if TYPE_CHECKING:
     from authgate.context import ServerContext
     from authgate.gateway.runtime import GatewayApp, Generation, Shared
     from authgate.gateway.trust import TrustDatabase
-    from authgate.policy.enforce import PolicyMiddleware
     from authgate.x402.paywall_store import PaywallStore
 
 SECTIONS = frozenset({"gateway", "oauth", "agentauth", "x402", "token_exchange", "trust", "operations"})
@@ -432,29 +430,11 @@ def _assemble(config: GatewayConfig, shared: Shared, *, upstream_transport: http
     if database is not None:  # built: from now on this generation uses the trust database (released on close)
         checks["trust database"] = _database_check(database.store)
         closers.append(database.retain())
-    documents = _documents(enforced)
-    served: ASGIApp = DocumentLabels(enforced, documents) if documents else enforced
+    served: ASGIApp = enforced
     if standalone:
         readiness = Readiness(checks, config.operations.ready_timeout)
         served = OperationsEndpoints(served, config.operations, shared.metrics, readiness)
     return Generation(config, served, closers, enforcer=enforced)
-
-
-def _documents(enforced: PolicyMiddleware) -> frozenset[str]:
-    """The paths of the documents the policy middleware answers itself, before any route (as
-    ``PolicyMiddleware._well_known`` chooses them): each its own metrics label."""
-    from authgate.agentauth import wire as aa_wire
-    from authgate.agentauth.resource import JWKS_PATH
-    from authgate.resource.metadata import AAUTH_WELL_KNOWN
-
-    paths: set[str] = set()
-    if enforced.metadata is not None and enforced.bearer is not None:
-        paths.add(enforced.bearer.resource.metadata_path)
-    if enforced.aauth_document is not None:
-        paths.add(AAUTH_WELL_KNOWN)
-    if enforced.agentauth is not None:
-        paths.update((aa_wire.WELL_KNOWN + aa_wire.DWK_RESOURCE, JWKS_PATH))
-    return frozenset(paths)
 
 
 def _replay_cache(shared: Shared, server: ServerContext | None, database: TrustDatabase | None) -> ReplayCache:

@@ -224,23 +224,6 @@ class OperationsEndpoints:
         return 200, [(b"content-type", CONTENT_TYPE.encode())], self.metrics.exposition()
 
 
-class DocumentLabels:
-    """Labels the requests for documents the gateway serves itself (``/.well-known/oauth-protected-resource``,
-    ``/.well-known/aauth.json``, the Agent Auth resource metadata and keys) with their path, in
-    ``scope["state"]`` under :data:`~authgate.ops.decisions.ROUTE_KEY`: the metrics and the access log then tell
-    them apart from requests no route covers (``<unmatched>``). The labels are the fixed ``paths`` the
-    configuration serves, never a path a client chose."""
-
-    def __init__(self, app: ASGIApp, paths: frozenset[str]) -> None:
-        self.app = app
-        self.paths = paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
-            scope.setdefault("state", {})[ROUTE_KEY] = scope["path"]
-        await self.app(scope, receive, send)
-
-
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], *, head: bool) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})

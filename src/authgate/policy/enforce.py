@@ -262,16 +262,19 @@ class PolicyMiddleware:
         await _answer(scope, send, status, headers, payload)
 
     async def _well_known(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the documents this middleware serves itself; each is labelled with its path (one of these fixed
+        paths, never one a client chose) for the metrics and the access log, not counted as ``<unmatched>``."""
         if self.metadata is not None and self.bearer is not None and path == self.bearer.resource.metadata_path:
-            await self.metadata(scope, receive, send)
-            return True
-        if self.aauth_document is not None and path == AAUTH_WELL_KNOWN:
-            await self.aauth_document(scope, receive, send)
-            return True
-        if self.agentauth is not None and path in (aa_wire.WELL_KNOWN + aa_wire.DWK_RESOURCE, JWKS_PATH):
-            await self.agentauth(scope, receive, send)  # serves both documents itself
-            return True
-        return False
+            document: ASGIApp = self.metadata
+        elif self.aauth_document is not None and path == AAUTH_WELL_KNOWN:
+            document = self.aauth_document
+        elif self.agentauth is not None and path in (aa_wire.WELL_KNOWN + aa_wire.DWK_RESOURCE, JWKS_PATH):
+            document = self.agentauth  # serves both documents itself
+        else:
+            return False
+        scope.setdefault("state", {})[ROUTE_KEY] = path
+        await document(scope, receive, send)
+        return True
 
     # -- alternatives -----------------------------------------------------------------------------------------
 
