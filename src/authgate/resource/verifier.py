@@ -197,7 +197,9 @@ class JWTVerifier:
         The middleware's path for a token presented again."""
         if not self.verified_cache or len(token) > MAX_TOKEN_BYTES:
             return None
-        digest = hashlib.sha256(token.encode()).digest()
+        return self._recall(hashlib.sha256(token.encode()).digest())
+
+    def _recall(self, digest: bytes) -> AccessClaims | None:
         hit = self._verified.get(digest)
         if hit is None:
             return None
@@ -208,13 +210,13 @@ class JWTVerifier:
         return claims
 
     async def verify(self, token: str) -> AccessClaims:
-        recalled = self.recall(token)
-        if recalled is not None:
-            return recalled
         digest = None
         try:
             if self.verified_cache and len(token) <= MAX_TOKEN_BYTES:
-                digest = hashlib.sha256(token.encode()).digest()
+                digest = hashlib.sha256(token.encode()).digest()  # once: the recall and the slower paths share it
+                recalled = self._recall(digest)
+                if recalled is not None:
+                    return recalled
                 hit = self._verified.get(digest)
                 if hit is not None:
                     key, kid, claims, _, _ = hit
